@@ -1,0 +1,5 @@
+import sys
+
+from hyperwheel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,37 @@
+"""Making files durable: the writes, the rename and the folder entry."""
+
+import os
+from pathlib import Path
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by path (a folder's entry list is data too)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_folders(root: Path, relative: Path, mode: int = 0o750) -> Path:
+    """Create ``root/relative`` folder by folder, fsyncing each new entry."""
+    current = root
+    for part in relative.parts:
+        child = current / part
+        try:
+            child.mkdir(mode=mode)
+        except FileExistsError:
+            pass
+        else:
+            fsync_path(current)
+        current = child
+
+    return current
+
+
+def replace_durably(temporary: Path, final: Path) -> None:
+    """Rename into place and fsync both folders, so a power cut keeps it."""
+    temporary.replace(final)
+    fsync_path(final.parent)
+    if temporary.parent != final.parent:
+        fsync_path(temporary.parent)

@@ -1,0 +1,76 @@
+"""The state store's schema, one migration per version.
+
+Migrations only ever append: a released version's SQL is never edited, so a
+database written by any earlier package upgrades in place.
+"""
+
+from statemachine import Migration, journal_schema
+
+STUDY_TABLE = "studies"
+JOURNAL_TABLE = "study_journal"
+
+_V1 = f"""
+CREATE TABLE {STUDY_TABLE} (
+    id TEXT PRIMARY KEY,               -- Orthanc's study id
+    study_instance_uid TEXT,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    cycle INTEGER NOT NULL DEFAULT 1,  -- +1 each time a purged study returns
+    route TEXT,                        -- the routing key (OperatorsName)
+    route_problem TEXT,                -- why there is no routing key, if none
+    patient_id TEXT,
+    study_label TEXT,
+    subject_label TEXT,
+    session_label TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try_at TEXT,
+    last_error TEXT,
+    held_reason TEXT,
+    held_from TEXT
+);
+
+CREATE TABLE series (
+    id TEXT PRIMARY KEY,               -- Orthanc's series id
+    study_id TEXT NOT NULL REFERENCES {STUDY_TABLE}(id),
+    series_instance_uid TEXT,
+    series_number TEXT,
+    description TEXT,
+    acquisition_label TEXT NOT NULL,
+    route TEXT,                        -- this series' routing key, or NULL
+    started_at TEXT                    -- scanner-local ISO time, or NULL
+);
+CREATE INDEX series_study ON series(study_id);
+
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY,
+    study_id TEXT NOT NULL REFERENCES {STUDY_TABLE}(id),
+    cycle INTEGER NOT NULL,
+    kind TEXT NOT NULL,                -- 'dicom' (an Orthanc instance) or 'raw'
+    source TEXT NOT NULL,              -- Orthanc instance id, or scanner path
+    series_id TEXT,
+    sop_instance_uid TEXT,
+    staged_path TEXT NOT NULL,         -- relative to the staging root
+    size INTEGER NOT NULL,
+    sha384 TEXT NOT NULL,
+    acquired_at TEXT,                  -- AcquisitionDateTime, scanner-local ISO
+    content_at TEXT,                   -- ContentDate+Time, scanner-local ISO
+    staged_at TEXT NOT NULL,
+    uploaded_at TEXT,
+    flywheel_name TEXT,
+    flywheel_version INTEGER,
+    verified_at TEXT,
+    purged_at TEXT,
+    UNIQUE (kind, source, cycle)
+);
+CREATE INDEX files_study ON files(study_id, cycle);
+
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+{journal_schema(JOURNAL_TABLE)}
+"""
+
+MIGRATIONS = (Migration(1, "studies, series, files, journal, meta", _V1),)

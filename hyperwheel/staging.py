@@ -1,0 +1,283 @@
+"""The staging export: a readable, durable copy of every Orthanc instance.
+
+Layout: ``<root>/<study>/<subject>/<session>/<acquisition>/<SOPInstanceUID>.dcm``
+with labels from :mod:`hyperwheel.labels`. A file is downloaded to a private
+temporary folder inside the root, hashed on the way, fsynced, and only then
+renamed into place; the store learns of it last, so whatever it lists is on
+disk. An instance already staged in its study's current cycle is skipped.
+"""
+
+import asyncio
+import hashlib
+import os
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from hyperwheel import dicomtime, labels
+from hyperwheel.backoff import backoff_delay
+from hyperwheel.crashpoints import crash_point
+from hyperwheel.dicomfile import InstanceTags, read_tags
+from hyperwheel.errors import DiskFull, NotFound
+from hyperwheel.fsync import make_folders, replace_durably
+from hyperwheel.orthanc import OrthancClient
+from hyperwheel.store import SeriesRecord, StagedFile, StateStore
+from hyperwheel.study import StudyState
+
+log = structlog.get_logger(__name__)
+
+TEMPORARY_FOLDER = ".hyperwheel-tmp"
+_CHUNK = 1 << 20
+_DOWNLOAD_TRIES = 5
+
+
+@dataclass(frozen=True)
+class StagedPlace:
+    """Where an instance goes, as labels and as a path below the root."""
+
+    study: str
+    subject: str
+    session: str
+    acquisition: str
+    relative: Path
+
+
+def place_for(tags: InstanceTags, instance_id: str) -> StagedPlace:
+    """The staging location of an instance, from its own tags."""
+    study = labels.sanitize(labels.routing_key(tags.operators_name))
+    subject = labels.sanitize(tags.patient_id)
+    session = labels.session_label(tags.study_date, tags.study_time)
+    acquisition = labels.acquisition_label(tags.series_number, tags.series_description)
+    name = labels.sanitize(tags.sop_instance_uid or instance_id) + ".dcm"
+    relative = Path(study, subject, session, acquisition, name)
+
+    return StagedPlace(study, subject, session, acquisition, relative)
+
+
+def inside(root: Path, relative: Path) -> Path:
+    """``root / relative``, refusing anything that would leave the root."""
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root.resolve()):
+        raise ValueError(f"staging path {relative} escapes the staging root")
+
+    return candidate
+
+
+class Stager:
+    """Copies instances from Orthanc into the staging tree, at most 8 at once."""
+
+    def __init__(
+        self,
+        orthanc: OrthancClient,
+        store: StateStore,
+        root: Path,
+        *,
+        min_free_bytes: int = 0,
+        concurrency: int = 8,
+    ) -> None:
+        self._orthanc = orthanc
+        self._store = store
+        self.root = root.resolve()
+        self._temporary = self.root / TEMPORARY_FOLDER
+        self._min_free_bytes = min_free_bytes
+        self._slots = asyncio.Semaphore(concurrency)
+        self._study_of_series: dict[str, str] = {}
+        self._known_series: set[str] = set()
+        self._study_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def prepare(self) -> None:
+        """Create the root and clear half-written downloads of an earlier run."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._temporary.mkdir(exist_ok=True, mode=0o700)
+        for leftover in self._temporary.glob("*.part"):
+            leftover.unlink()
+
+    async def stage_many(self, instance_ids: list[str]) -> int:
+        """Stage every instance concurrently; return how many were written."""
+        results = await asyncio.gather(*(self.stage(i) for i in instance_ids))
+
+        return sum(results)
+
+    async def stage(self, instance_id: str) -> bool:
+        """Stage one instance unless it is already; True when a file was written.
+
+        An instance Orthanc no longer has is skipped with a log line.
+        """
+        async with self._slots:
+            if await self._already_staged(instance_id):
+                return False
+            self._check_free_space()
+            try:
+                series_id, study_id = await self._parents(instance_id)
+                temporary = self._temporary / f"{instance_id}.part"
+                size, digest = await self._download(instance_id, temporary)
+            except NotFound:
+                log.info("staging.instance_gone", instance=instance_id)
+                return False
+            crash_point("staging.after_download")
+
+            tags = await asyncio.to_thread(read_tags, temporary)
+            place = place_for(tags, instance_id)
+            async with self._study_locks[study_id]:
+                cycle = await self._open_cycle(study_id, tags, place)
+                await self._remember_series(study_id, series_id, tags, place)
+                final = inside(self.root, place.relative)
+                await asyncio.to_thread(self._move_into_place, temporary, final)
+                crash_point("staging.after_rename")
+
+                await self._store.record_staged(
+                    StagedFile(
+                        study_id=study_id,
+                        cycle=cycle,
+                        kind="dicom",
+                        source=instance_id,
+                        series_id=series_id,
+                        sop_instance_uid=tags.sop_instance_uid,
+                        staged_path=str(place.relative),
+                        size=size,
+                        sha384=digest,
+                        acquired_at=_iso(_acquired(tags)),
+                        content_at=_iso(
+                            dicomtime.combine(tags.content_date, tags.content_time)
+                        ),
+                    )
+                )
+            crash_point("staging.after_record")
+            log.debug(
+                "staging.instance_staged",
+                study=study_id,
+                instance=instance_id,
+                path=str(place.relative),
+                size=size,
+            )
+
+            return True
+
+    async def _already_staged(self, instance_id: str) -> bool:
+        known = await self._store.current_file("dicom", instance_id)
+        if known is None:
+            return False
+        path = self.root / known.staged_path
+        try:
+            return path.stat().st_size == known.size
+        except FileNotFoundError:
+            log.warning("staging.file_missing", instance=instance_id, path=str(path))
+            return False
+
+    def _check_free_space(self) -> None:
+        free = shutil.disk_usage(self.root).free
+        if free < self._min_free_bytes:
+            raise DiskFull(
+                f"only {free} bytes free under {self.root}, "
+                f"below paths.min_free_bytes={self._min_free_bytes}"
+            )
+
+    async def _parents(self, instance_id: str) -> tuple[str, str]:
+        """The Orthanc ids of the instance's series and study."""
+        instance = await self._orthanc.instance(instance_id)
+        series_id = str(instance["ParentSeries"])
+        if series_id not in self._study_of_series:
+            series = await self._orthanc.series(series_id)
+            self._study_of_series[series_id] = str(series["ParentStudy"])
+
+        return series_id, self._study_of_series[series_id]
+
+    async def _download(self, instance_id: str, temporary: Path) -> tuple[int, str]:
+        """Stream the file to ``temporary``, hashing and fsyncing it.
+
+        A connection broken mid-body restarts the download from zero, up to
+        five times with backoff; the request itself already waits out an
+        unreachable Orthanc.
+        """
+        for attempt in range(1, _DOWNLOAD_TRIES + 1):
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                hasher = hashlib.sha384()
+                size = 0
+                async with self._orthanc.instance_file(instance_id) as stream:
+                    async for chunk in stream.iter_chunked(_CHUNK):
+                        hasher.update(chunk)
+                        size += os.write(fd, chunk)
+                await asyncio.to_thread(os.fsync, fd)
+                crash_point("staging.after_fsync")
+                return size, hasher.hexdigest()
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as error:
+                if attempt == _DOWNLOAD_TRIES:
+                    raise
+                log.warning(
+                    "staging.download_broken",
+                    instance=instance_id,
+                    attempt=attempt,
+                    problem=str(error),
+                )
+                await asyncio.sleep(backoff_delay(attempt))
+            finally:
+                os.close(fd)
+
+        raise AssertionError("unreachable")
+
+    async def _open_cycle(
+        self, study_id: str, tags: InstanceTags, place: StagedPlace
+    ) -> int:
+        """Register a new study, or reopen one that had moved on; its cycle."""
+        record = await self._store.study(study_id)
+        if record is None:
+            await self._store.ensure_study(
+                study_id,
+                study_instance_uid=tags.study_instance_uid,
+                patient_id=tags.patient_id,
+                study_label=place.study,
+                subject_label=place.subject,
+                session_label=place.session,
+            )
+            log.info("study.first_seen", study=study_id, uid=tags.study_instance_uid)
+        elif record.state is not StudyState.RECEIVING:
+            reason = f"instance {tags.sop_instance_uid} arrived in {record.state.name}"
+            await self._store.reopen(study_id, reason)
+        record = await self._store.study(study_id)
+        assert record is not None
+
+        return record.cycle
+
+    async def _remember_series(
+        self, study_id: str, series_id: str, tags: InstanceTags, place: StagedPlace
+    ) -> None:
+        if series_id in self._known_series:
+            return
+        started = dicomtime.combine(tags.series_date, tags.series_time)
+        await self._store.upsert_series(
+            SeriesRecord(
+                id=series_id,
+                study_id=study_id,
+                series_instance_uid=tags.series_instance_uid,
+                series_number=tags.series_number,
+                description=tags.series_description,
+                acquisition_label=place.acquisition,
+                route=labels.routing_key(tags.operators_name),
+                started_at=_iso(started),
+            )
+        )
+        self._known_series.add(series_id)
+
+        series = await self._store.series_of(study_id)
+        route, problem = labels.study_route(s.route for s in series)
+        await self._store.update_study(study_id, route=route, route_problem=problem)
+
+    def _move_into_place(self, temporary: Path, final: Path) -> None:
+        make_folders(self.root, final.parent.relative_to(self.root))
+        replace_durably(temporary, final)
+
+
+def _acquired(tags: InstanceTags) -> datetime | None:
+    return dicomtime.from_datetime(tags.acquisition_datetime) or dicomtime.combine(
+        tags.acquisition_date, tags.acquisition_time
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,377 @@
+"""The state store: studies, their series and files, and every transition.
+
+All study state changes go through :meth:`StateStore.move`, which delegates
+to the generic :func:`statemachine.transition` so the check, the new state,
+the journal row and any side columns commit together.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import structlog
+
+from hyperwheel.crashpoints import crash_point
+from hyperwheel.schema import JOURNAL_TABLE, MIGRATIONS, STUDY_TABLE
+from hyperwheel.study import STUDY_TRANSITIONS, UNFINISHED, StudyState
+from statemachine import (
+    Database,
+    JournalEntry,
+    open_database,
+    read_journal,
+    transition,
+    utc_now,
+)
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    id: str
+    study_instance_uid: str | None
+    state: StudyState
+    created_at: str
+    updated_at: str
+    cycle: int
+    route: str | None
+    route_problem: str | None
+    patient_id: str | None
+    study_label: str | None
+    subject_label: str | None
+    session_label: str | None
+    attempts: int
+    next_try_at: str | None
+    last_error: str | None
+    held_reason: str | None
+    held_from: StudyState | None
+    file_count: int = 0
+    byte_count: int = 0
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One file hyperwheel wrote under the staging root."""
+
+    study_id: str
+    cycle: int
+    kind: str
+    source: str
+    series_id: str | None
+    sop_instance_uid: str | None
+    staged_path: str
+    size: int
+    sha384: str
+    acquired_at: str | None
+    content_at: str | None
+
+
+@dataclass(frozen=True)
+class SeriesRecord:
+    id: str
+    study_id: str
+    series_instance_uid: str | None
+    series_number: str | None
+    description: str | None
+    acquisition_label: str
+    route: str | None
+    started_at: str | None
+
+
+SideWrite = Callable[[aiosqlite.Connection, StudyState], Awaitable[None]]
+
+_STUDY_COLUMNS = ", ".join(
+    f"s.{f.name}"
+    for f in fields(StudyRecord)
+    if f.name not in ("file_count", "byte_count")
+)
+
+
+class StateStore:
+    """Typed access to the SQLite state; one instance per process."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    @classmethod
+    async def open(cls, path: Path) -> "StateStore":
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        database = await open_database(path, MIGRATIONS)
+
+        return cls(database)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # Studies
+
+    async def studies(self) -> list[StudyRecord]:
+        return await self._select_studies("", ())
+
+    async def study(self, key: str) -> StudyRecord | None:
+        """A study by Orthanc id or StudyInstanceUID."""
+        found = await self._select_studies(
+            "WHERE s.id = ? OR s.study_instance_uid = ?", (key, key)
+        )
+
+        return found[0] if found else None
+
+    async def _select_studies(
+        self, where: str, parameters: tuple[str, ...]
+    ) -> list[StudyRecord]:
+        rows = await self._db.read(
+            f"SELECT {_STUDY_COLUMNS}, "  # noqa: S608 - clauses from code, values bound
+            "(SELECT COUNT(*) FROM files f WHERE f.study_id = s.id"
+            "  AND f.cycle = s.cycle), "
+            "(SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.study_id = s.id"
+            "  AND f.cycle = s.cycle) "
+            f"FROM {STUDY_TABLE} s {where} ORDER BY s.created_at, s.id",
+            parameters,
+        )
+
+        return [_study(row) for row in rows]
+
+    async def ensure_study(self, study_id: str, **columns: Any) -> bool:
+        """Insert a RECEIVING study if it is new; return whether it was."""
+        now = utc_now()
+        names = ["id", "state", "created_at", "updated_at", *columns]
+        values = [study_id, StudyState.RECEIVING.name, now, now, *columns.values()]
+        placeholders = ", ".join("?" for _ in names)
+        async with self._db.transaction() as connection:
+            cursor = await connection.execute(
+                f"INSERT OR IGNORE INTO {STUDY_TABLE} ({', '.join(names)}) "  # noqa: S608 - names from code
+                f"VALUES ({placeholders})",
+                values,
+            )
+            created = cursor.rowcount == 1
+            if created:
+                await connection.execute(
+                    f"INSERT INTO {JOURNAL_TABLE} "  # noqa: S608 - table name from code
+                    "(entity, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)",
+                    (study_id, now, None, StudyState.RECEIVING.name, "first seen"),
+                )
+
+        return created
+
+    async def update_study(self, study_id: str, **columns: Any) -> None:
+        """Set facts that are not the state itself (labels, route, attempts)."""
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        async with self._db.transaction() as connection:
+            await connection.execute(
+                f"UPDATE {STUDY_TABLE} SET {assignments} WHERE id = ?",  # noqa: S608 - names from code
+                (*columns.values(), study_id),
+            )
+
+    async def move(
+        self,
+        study_id: str,
+        to_state: StudyState,
+        reason: str,
+        also: SideWrite | None = None,
+    ) -> StudyState:
+        """Persist a transition; crash points sit on both sides of the commit."""
+        point = f"transition.{to_state.name.lower()}"
+
+        async def side_write(connection: aiosqlite.Connection, old: StudyState) -> None:
+            if also is not None:
+                await also(connection, old)
+            crash_point(f"{point}.before_commit")
+
+        old = await transition(
+            self._db,
+            STUDY_TRANSITIONS,
+            state_table=STUDY_TABLE,
+            journal_table=JOURNAL_TABLE,
+            entity=study_id,
+            to_state=to_state,
+            reason=reason,
+            also=side_write,
+        )
+        crash_point(f"{point}.after_commit")
+        log.info(
+            "study.transition",
+            study=study_id,
+            from_state=old.name,
+            to_state=to_state.name,
+            reason=reason,
+        )
+
+        return old
+
+    async def hold(self, study_id: str, reason: str) -> None:
+        """Park a study for a person; remember where it was held."""
+
+        async def remember(connection: aiosqlite.Connection, old: StudyState) -> None:
+            await connection.execute(
+                f"UPDATE {STUDY_TABLE} SET held_reason = ?, held_from = ? "  # noqa: S608 - table name from code
+                "WHERE id = ?",
+                (reason, old.name, study_id),
+            )
+
+        await self.move(study_id, StudyState.HELD, reason, also=remember)
+
+    async def release(self, study_id: str, skip_rrdf: bool = False) -> StudyState:
+        """Send a held study back to the state it was held in.
+
+        With ``skip_rrdf`` a study held while pulling raw data moves on to
+        RRDF_SYNCED without it. Attempts start again from zero.
+        """
+        record = await self.study(study_id)
+        if record is None or record.state is not StudyState.HELD:
+            raise ValueError(f"study {study_id} is not held")
+        target = record.held_from or StudyState.RECEIVING
+        reason = "released by retry"
+        if skip_rrdf and target is StudyState.STABLE:
+            target = StudyState.RRDF_SYNCED
+            reason = "released by retry --skip-rrdf: raw data skipped"
+
+        await self.move(record.id, target, reason, also=_clear_hold(record.id))
+
+        return target
+
+    async def reopen(self, study_id: str, reason: str) -> StudyState | None:
+        """A late instance arrived: walk the study again from RECEIVING.
+
+        A purged study starts a new cycle; a held one stays held, but will
+        start over from RECEIVING once released. Returns the new state, or
+        None when nothing had to change.
+        """
+        record = await self.study(study_id)
+        if record is None or record.state is StudyState.RECEIVING:
+            return None
+        if record.state is StudyState.HELD:
+            await self.update_study(study_id, held_from=StudyState.RECEIVING.name)
+            log.info("study.held_reopened", study=study_id, reason=reason)
+            return None
+        if record.state is StudyState.PURGED:
+            await self.move(
+                study_id, StudyState.RECEIVING, reason, also=_new_cycle(study_id)
+            )
+            return StudyState.RECEIVING
+
+        await self.move(study_id, StudyState.RECEIVING, reason)
+
+        return StudyState.RECEIVING
+
+    async def unfinished(self) -> list[StudyRecord]:
+        return [s for s in await self.studies() if s.state in UNFINISHED]
+
+    async def history(self, study_id: str) -> list[JournalEntry]:
+        async with self._db.transaction() as connection:
+            return await read_journal(connection, JOURNAL_TABLE, study_id)
+
+    # Series and files
+
+    async def upsert_series(self, series: SeriesRecord) -> None:
+        names = [f.name for f in fields(SeriesRecord)]
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n != "id")
+        async with self._db.transaction() as connection:
+            await connection.execute(
+                f"INSERT INTO series ({', '.join(names)}) "  # noqa: S608 - names from code
+                f"VALUES ({', '.join('?' for _ in names)}) "
+                f"ON CONFLICT(id) DO UPDATE SET {updates}",
+                [getattr(series, n) for n in names],
+            )
+
+    async def series_of(self, study_id: str) -> list[SeriesRecord]:
+        names = ", ".join(f.name for f in fields(SeriesRecord))
+        rows = await self._db.read(
+            f"SELECT {names} FROM series WHERE study_id = ? ORDER BY id",  # noqa: S608 - names from code
+            (study_id,),
+        )
+
+        return [SeriesRecord(*row) for row in rows]
+
+    async def record_staged(self, staged: StagedFile) -> None:
+        names = [f.name for f in fields(StagedFile)]
+        async with self._db.transaction() as connection:
+            await connection.execute(
+                f"INSERT INTO files ({', '.join(names)}, staged_at) "  # noqa: S608 - names from code
+                f"VALUES ({', '.join('?' for _ in names)}, ?) "
+                "ON CONFLICT(kind, source, cycle) DO UPDATE SET "
+                "staged_path = excluded.staged_path, size = excluded.size, "
+                "sha384 = excluded.sha384, staged_at = excluded.staged_at",
+                [*(getattr(staged, n) for n in names), utc_now()],
+            )
+
+    async def staged_file(
+        self, kind: str, source: str, cycle: int
+    ) -> StagedFile | None:
+        names = ", ".join(f.name for f in fields(StagedFile))
+        rows = await self._db.read(
+            f"SELECT {names} FROM files "  # noqa: S608 - names from code
+            "WHERE kind = ? AND source = ? AND cycle = ?",
+            (kind, source, cycle),
+        )
+
+        return StagedFile(*rows[0]) if rows else None
+
+    async def current_file(self, kind: str, source: str) -> StagedFile | None:
+        """The file staged from ``source`` in its study's current cycle, if any."""
+        names = ", ".join(f"f.{f.name}" for f in fields(StagedFile))
+        rows = await self._db.read(
+            f"SELECT {names} FROM files f JOIN {STUDY_TABLE} s ON s.id = f.study_id "  # noqa: S608 - names from code
+            "WHERE f.kind = ? AND f.source = ? AND f.cycle = s.cycle "
+            "AND f.purged_at IS NULL",
+            (kind, source),
+        )
+
+        return StagedFile(*rows[0]) if rows else None
+
+    async def staged_files(self, study_id: str, cycle: int) -> list[StagedFile]:
+        names = ", ".join(f.name for f in fields(StagedFile))
+        rows = await self._db.read(
+            f"SELECT {names} FROM files "  # noqa: S608 - names from code
+            "WHERE study_id = ? AND cycle = ? ORDER BY staged_path",
+            (study_id, cycle),
+        )
+
+        return [StagedFile(*row) for row in rows]
+
+    # Small facts
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = await self._db.read("SELECT value FROM meta WHERE key = ?", (key,))
+
+        return rows[0][0] if rows else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self._db.transaction() as connection:
+            await connection.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+def _study(row: tuple[Any, ...]) -> StudyRecord:
+    values = dict(zip((f.name for f in fields(StudyRecord)), row, strict=True))
+    values["state"] = StudyState[values["state"]]
+    if values["held_from"] is not None:
+        values["held_from"] = StudyState[values["held_from"]]
+
+    return StudyRecord(**values)
+
+
+def _clear_hold(study_id: str) -> SideWrite:
+    async def clear(connection: aiosqlite.Connection, _old: StudyState) -> None:
+        await connection.execute(
+            f"UPDATE {STUDY_TABLE} SET held_reason = NULL, held_from = NULL, "  # noqa: S608 - table name from code
+            "attempts = 0, next_try_at = NULL, last_error = NULL WHERE id = ?",
+            (study_id,),
+        )
+
+    return clear
+
+
+def _new_cycle(study_id: str) -> SideWrite:
+    async def bump(connection: aiosqlite.Connection, _old: StudyState) -> None:
+        await connection.execute(
+            f"UPDATE {STUDY_TABLE} SET cycle = cycle + 1, attempts = 0, "  # noqa: S608 - table name from code
+            "next_try_at = NULL, last_error = NULL WHERE id = ?",
+            (study_id,),
+        )
+
+    return bump

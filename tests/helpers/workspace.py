@@ -1,0 +1,124 @@
+"""A complete hyperwheel configuration in a temporary folder."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import orthanc as orthanc_helper
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Workspace:
+    folder: Path
+    orthanc_url: str = "http://127.0.0.1:9"
+    routes: dict[str, str] = field(default_factory=lambda: {"prisma": "fw://lab/mri"})
+    keys: dict[str, str] = field(default_factory=dict)
+    extra_toml: str = ""
+    reconcile_interval: float = 300.0
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "hyperwheel.toml"
+
+    @property
+    def staging(self) -> Path:
+        return self.folder / "export"
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state" / "state.db"
+
+    def write(self) -> "Workspace":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        routing = self.folder / "routing.json"
+        routing.write_text(json.dumps(self.routes))
+        keychain = self.folder / "fw_keychain.json"
+        keychain.write_text(json.dumps(self.keys))
+        keychain.chmod(0o600)
+        password = self.folder / "orthanc-password"
+        password.write_text(orthanc_helper.PASSWORD + "\n")
+        self.config.write_text(
+            f"""
+[orthanc]
+url = "{self.orthanc_url}"
+username = "{orthanc_helper.USERNAME}"
+password_file = "{password}"
+poll_interval = 0.2
+reconcile_interval = {self.reconcile_interval}
+
+[paths]
+staging = "{self.staging}"
+state = "{self.state}"
+routing = "{routing}"
+keychain = "{keychain}"
+min_free_bytes = 0
+{self.extra_toml}
+"""
+        )
+        return self
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m hyperwheel ARGS --config …`` and capture its output."""
+        command = [
+            sys.executable,
+            "-m",
+            "hyperwheel",
+            *args,
+            "--config",
+            str(self.config),
+        ]
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+            cwd=REPO,
+            env=clean_environment(),
+        )
+
+    def query(self, sql: str, *parameters: object) -> list[dict[str, Any]]:
+        """Rows straight from the store as the service left them; [] before it."""
+        if not self.state.exists():
+            return []
+        db = sqlite3.connect(f"file:{self.state}?mode=ro", uri=True, timeout=10)
+        try:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(sql, parameters).fetchall()
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return []
+            raise
+        finally:
+            db.close()
+        return [dict(row) for row in rows]
+
+    def studies(self) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM studies ORDER BY created_at")
+
+    def files(self, kind: str = "dicom") -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM files WHERE kind = ?", kind)
+
+    def state_of(self, study_uid: str) -> str | None:
+        for study in self.studies():
+            if study["study_instance_uid"] == study_uid:
+                return str(study["state"])
+        return None
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("HYPERWHEEL_")
+    }
+    environment["PYTHONPATH"] = str(REPO)
+    environment.update(extra)
+    return environment
