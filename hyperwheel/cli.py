@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hyperwheel import __version__
+from hyperwheel import __version__, logs
 from hyperwheel.errors import ConfigError, Problem
 from hyperwheel.privileges import act_as_store_owner
 from hyperwheel.routing import cross_check, load_keychain, load_routes
@@ -17,6 +17,7 @@ from hyperwheel.settings import (
     default_config_path,
     inspect_settings,
     load_settings,
+    paths_section,
 )
 from hyperwheel.status import (
     render_history,
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Nothing hyperwheel writes should be readable by others: subject labels
     # and API keys live in these files.
     os.umask(0o027)
+    logs.configure()
     args = _parser().parse_args(argv)
     config = args.config or default_config_path()
 
@@ -165,14 +167,14 @@ def _retry(args: argparse.Namespace, config: Path) -> int:
 
 def _check_config(args: argparse.Namespace, config: Path) -> int:
     settings, problems = inspect_settings(config)
-    if settings is not None:
-        routes, route_problems = load_routes(settings.paths.routing)
-        keys, key_problems = load_keychain(settings.paths.keychain)
+    paths = settings.paths if settings is not None else paths_section(config)
+    if paths is not None:
+        routes, route_problems = load_routes(paths.routing)
+        keys, key_problems = load_keychain(paths.keychain)
         problems += route_problems + key_problems
         if not route_problems and not key_problems:
-            problems += cross_check(
-                routes, keys, settings.paths.routing, settings.paths.keychain
-            )
+            problems += cross_check(routes, keys, paths.routing, paths.keychain)
+    if settings is not None:
         problems += _path_problems(settings)
 
     _print_problems(problems)

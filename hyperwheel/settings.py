@@ -222,6 +222,25 @@ def inspect_settings(path: Path) -> tuple[Settings | None, list[Problem]]:
     return _build(path, values), problems
 
 
+def paths_section(path: Path) -> PathSettings | None:
+    """Just ``[paths]``, when it is valid even though other sections are not.
+
+    Lets ``check-config`` go on to check routing and keychain files while it
+    reports errors elsewhere in the configuration.
+    """
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle).get("paths", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    problems: list[Problem] = []
+    values = _read_section(str(path), "paths", _SCHEMA["paths"], raw, problems)
+
+    return None if problems else PathSettings(**values)
+
+
 def _read_section(
     name: str,
     section: str,

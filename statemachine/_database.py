@@ -93,15 +93,16 @@ async def open_database(path: Path, migrations: Sequence[Migration]) -> Database
     _check_migrations(migrations)
     connection = await aiosqlite.connect(path, isolation_level=None, timeout=30)
     try:
-        await connection.execute("PRAGMA journal_mode=WAL")
-        await connection.execute("PRAGMA synchronous=FULL")
-        await connection.execute("PRAGMA foreign_keys=ON")
         await connection.execute("PRAGMA busy_timeout=30000")
-
+        # Refuse before anything writes: even switching to WAL alters the file.
         found = await schema_version(connection)
         known = len(migrations)
         if found > known:
             raise SchemaTooNew(path, found, known)
+
+        await connection.execute("PRAGMA journal_mode=WAL")
+        await connection.execute("PRAGMA synchronous=FULL")
+        await connection.execute("PRAGMA foreign_keys=ON")
 
         for migration in migrations[found:]:
             await _apply(connection, migration)

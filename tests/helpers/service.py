@@ -71,3 +71,17 @@ class ServiceProcess:
         return (
             self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         )
+
+
+def crash_and_restart(service: ServiceProcess, point: str, timeout: float = 60) -> None:
+    """Run until ``point`` kills the process, then start it again normally.
+
+    Fails if the point is never reached: a crash test that does not crash
+    would pass without testing anything.
+    """
+    service.start(crash_at=point)
+    code = service.wait_exit(timeout)
+    assert code == CRASH_EXIT, (
+        f"expected a crash at {point}, exit {code}:\n" + (service.log()[-3000:])
+    )
+    service.start()
