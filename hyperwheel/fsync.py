@@ -30,8 +30,10 @@ def make_folders(root: Path, relative: Path, mode: int = 0o750) -> Path:
 
 
 def replace_durably(temporary: Path, final: Path) -> None:
-    """Rename into place and fsync both folders, so a power cut keeps it."""
+    """Rename into place and fsync the folder that now holds it.
+
+    The temporary folder is not synced: after a power cut a leftover there is
+    only a stray partial file, and those are cleared at start-up.
+    """
     temporary.replace(final)
     fsync_path(final.parent)
-    if temporary.parent != final.parent:
-        fsync_path(temporary.parent)

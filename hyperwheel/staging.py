@@ -125,28 +125,28 @@ class Stager:
             place = place_for(tags, instance_id)
             async with self._study_locks[study_id]:
                 cycle = await self._open_cycle(study_id, tags, place)
-                await self._remember_series(study_id, series_id, tags, place)
-                final = inside(self.root, place.relative)
-                await asyncio.to_thread(self._move_into_place, temporary, final)
-                crash_point("staging.after_rename")
+            await self._remember_series(study_id, series_id, tags, place)
+            final = inside(self.root, place.relative)
+            await asyncio.to_thread(self._move_into_place, temporary, final)
+            crash_point("staging.after_rename")
 
-                await self._store.record_staged(
-                    StagedFile(
-                        study_id=study_id,
-                        cycle=cycle,
-                        kind="dicom",
-                        source=instance_id,
-                        series_id=series_id,
-                        sop_instance_uid=tags.sop_instance_uid,
-                        staged_path=str(place.relative),
-                        size=size,
-                        sha384=digest,
-                        acquired_at=_iso(_acquired(tags)),
-                        content_at=_iso(
-                            dicomtime.combine(tags.content_date, tags.content_time)
-                        ),
-                    )
+            await self._store.record_staged(
+                StagedFile(
+                    study_id=study_id,
+                    cycle=cycle,
+                    kind="dicom",
+                    source=instance_id,
+                    series_id=series_id,
+                    sop_instance_uid=tags.sop_instance_uid,
+                    staged_path=str(place.relative),
+                    size=size,
+                    sha384=digest,
+                    acquired_at=_iso(_acquired(tags)),
+                    content_at=_iso(
+                        dicomtime.combine(tags.content_date, tags.content_time)
+                    ),
                 )
+            )
             crash_point("staging.after_record")
             log.debug(
                 "staging.instance_staged",
@@ -225,8 +225,8 @@ class Stager:
         self, study_id: str, tags: InstanceTags, place: StagedPlace
     ) -> int:
         """Register a new study, or reopen one that had moved on; its cycle."""
-        record = await self._store.study(study_id)
-        if record is None:
+        known = await self._store.state_and_cycle(study_id)
+        if known is None:
             await self._store.ensure_study(
                 study_id,
                 study_instance_uid=tags.study_instance_uid,
@@ -236,13 +236,16 @@ class Stager:
                 session_label=place.session,
             )
             log.info("study.first_seen", study=study_id, uid=tags.study_instance_uid)
-        elif record.state is not StudyState.RECEIVING:
-            reason = f"instance {tags.sop_instance_uid} arrived in {record.state.name}"
+        elif known[0] is not StudyState.RECEIVING:
+            reason = f"instance {tags.sop_instance_uid} arrived in {known[0].name}"
             await self._store.reopen(study_id, reason)
-        record = await self._store.study(study_id)
-        assert record is not None
+        else:
+            return known[1]
 
-        return record.cycle
+        known = await self._store.state_and_cycle(study_id)
+        assert known is not None
+
+        return known[1]
 
     async def _remember_series(
         self, study_id: str, series_id: str, tags: InstanceTags, place: StagedPlace

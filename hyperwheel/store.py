@@ -118,6 +118,15 @@ class StateStore:
 
         return found[0] if found else None
 
+    async def state_and_cycle(self, study_id: str) -> tuple[StudyState, int] | None:
+        """Just the state and cycle: cheap enough to ask for every instance."""
+        rows = await self._db.read(
+            f"SELECT state, cycle FROM {STUDY_TABLE} WHERE id = ?",  # noqa: S608 - table name from code
+            (study_id,),
+        )
+
+        return (StudyState[rows[0][0]], int(rows[0][1])) if rows else None
+
     async def _select_studies(
         self, where: str, parameters: tuple[str, ...]
     ) -> list[StudyRecord]:
