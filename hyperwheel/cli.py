@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from hyperwheel import __version__, logs
@@ -123,12 +124,14 @@ def _status(args: argparse.Namespace, config: Path) -> int:
                 print(f"no study {args.study!r}", file=sys.stderr)
                 return EXIT_PROBLEMS
             history = await store.history(record.id)
+            events = await store.events(record.id)
             if args.json:
                 document = study_json(record)
-                document["history"] = [entry.__dict__ for entry in history]
+                document["history"] = [asdict(entry) for entry in history]
+                document["decisions"] = [asdict(event) for event in events]
                 print(json.dumps(document, indent=2))
             else:
-                print(render_history(record, history))
+                print(render_history(record, history, events))
             return EXIT_OK
         finally:
             await store.close()

@@ -22,6 +22,11 @@ _STEP_POINTS = (
     "staging.after_record",
     "follower.before_cursor",
     "follower.after_cursor",
+    "rrdf.after_listing",
+    "rrdf.after_claim",
+    "rrdf.after_durable_offset",
+    "rrdf.after_pull",
+    "rrdf.after_rename",
 )
 
 _TRANSITION_POINTS = tuple(

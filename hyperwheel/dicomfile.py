@@ -4,8 +4,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pydicom
+from pydicom.filereader import read_partial
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
 
 _KEYWORDS = (
     "SOPInstanceUID",
@@ -26,6 +27,15 @@ _KEYWORDS = (
     "ContentTime",
     "Modality",
 )
+
+
+_TAGS: list[BaseTag | int] = [Tag(keyword) for keyword in _KEYWORDS]
+# Elements are sorted by tag, so nothing needed follows the largest one.
+_LAST_TAG = max(_TAGS)
+
+
+def _past_needed_tags(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return bool(tag > _LAST_TAG)
 
 
 @dataclass(frozen=True)
@@ -50,10 +60,9 @@ class InstanceTags:
 
 
 def read_tags(path: Path) -> InstanceTags:
-    """Read the tags above without loading pixel data."""
-    dataset = pydicom.dcmread(
-        path, stop_before_pixels=True, specific_tags=list(_KEYWORDS)
-    )
+    """Read the tags above, stopping after the last of them in the file."""
+    with open(path, "rb") as handle:
+        dataset = read_partial(handle, stop_when=_past_needed_tags, specific_tags=_TAGS)
 
     return InstanceTags(*(_text(dataset.get(keyword)) for keyword in _KEYWORDS))
 

@@ -119,6 +119,7 @@ class ChangeFollower:
             )
             return
 
+        await self._stager.make_durable(study_id, record.cycle)
         await self._store.move(
             study_id,
             StudyState.STABLE,

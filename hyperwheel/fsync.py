@@ -29,11 +29,14 @@ def make_folders(root: Path, relative: Path, mode: int = 0o750) -> Path:
     return current
 
 
-def replace_durably(temporary: Path, final: Path) -> None:
-    """Rename into place and fsync the folder that now holds it.
-
-    The temporary folder is not synced: after a power cut a leftover there is
-    only a stray partial file, and those are cleared at start-up.
-    """
-    temporary.replace(final)
-    fsync_path(final.parent)
+def fsync_folders(root: Path, folders: set[Path]) -> None:
+    """fsync each folder and every folder between it and ``root``, once each."""
+    pending = set()
+    for folder in folders:
+        while folder != root and folder.is_relative_to(root):
+            pending.add(folder)
+            folder = folder.parent
+    pending.add(root)
+    for folder in sorted(pending, key=lambda f: len(f.parts), reverse=True):
+        if folder.exists():
+            fsync_path(folder)

@@ -30,6 +30,16 @@ def sanitize(value: str | None) -> str:
     return text or UNKNOWN
 
 
+def sanitize_file_name(value: str) -> str:
+    """The same character rule for a file name, allowed up to 200 bytes."""
+    text = "".join(_keep_or_replace(char) for char in value).lstrip(". ")
+    while len(text.encode("utf-8")) > MAX_BYTES:
+        text = text[:-1]
+    text = text.rstrip(" ")
+
+    return text or UNKNOWN
+
+
 def _keep_or_replace(char: str) -> str:
     if char.isalpha() or char.isdecimal() or char in _KEPT_PUNCTUATION:
         return char

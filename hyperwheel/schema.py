@@ -73,4 +73,43 @@ CREATE TABLE meta (
 {journal_schema(JOURNAL_TABLE)}
 """
 
-MIGRATIONS = (Migration(1, "studies, series, files, journal, meta", _V1),)
+
+_V2 = f"""
+-- One row per scanner raw file ever claimed: a file belongs to one study at
+-- most, for good. The transfer's durable offset lives here so a pull resumes.
+CREATE TABLE raw_claims (
+    remote_path TEXT PRIMARY KEY,
+    study_id TEXT NOT NULL REFERENCES {STUDY_TABLE}(id),
+    cycle INTEGER NOT NULL,
+    series_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    file_time TEXT NOT NULL,           -- scanner-local ISO time used to match
+    time_source TEXT NOT NULL,         -- 'name' or 'mtime'
+    staged_path TEXT NOT NULL,         -- relative to the staging root
+    durable_offset INTEGER NOT NULL DEFAULT 0,
+    sha384 TEXT,
+    claimed_at TEXT NOT NULL,
+    synced_at TEXT
+);
+CREATE INDEX raw_claims_study ON raw_claims(study_id, cycle);
+
+-- Decisions worth showing a person (raw-file matching, skipped steps),
+-- beside the transition journal.
+CREATE TABLE study_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX study_events_study ON study_events(study_id, seq);
+
+-- When the current step started failing; a step gives up after a while.
+ALTER TABLE {STUDY_TABLE} ADD COLUMN failing_since TEXT;
+"""
+
+MIGRATIONS = (
+    Migration(1, "studies, series, files, journal, meta", _V1),
+    Migration(2, "raw-data claims, study events, failing_since", _V2),
+)

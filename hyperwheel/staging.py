@@ -24,8 +24,8 @@ from hyperwheel.backoff import backoff_delay
 from hyperwheel.crashpoints import crash_point
 from hyperwheel.dicomfile import InstanceTags, read_tags
 from hyperwheel.errors import DiskFull, NotFound
-from hyperwheel.fsync import make_folders, replace_durably
-from hyperwheel.orthanc import OrthancClient
+from hyperwheel.fsync import fsync_folders, make_folders
+from hyperwheel.orthanc import OrthancClient, resource_id
 from hyperwheel.store import SeriesRecord, StagedFile, StateStore
 from hyperwheel.study import StudyState
 
@@ -60,9 +60,13 @@ def place_for(tags: InstanceTags, instance_id: str) -> StagedPlace:
 
 
 def inside(root: Path, relative: Path) -> Path:
-    """``root / relative``, refusing anything that would leave the root."""
-    candidate = (root / relative).resolve()
-    if not candidate.is_relative_to(root.resolve()):
+    """``root / relative``, refusing anything that would leave the root.
+
+    Purely lexical: the labels never hold separators or dot names, and the
+    tree below the root is hyperwheel's own, so no symlink is followed.
+    """
+    candidate = Path(os.path.normpath(root / relative))
+    if not candidate.is_relative_to(root) or candidate == root:
         raise ValueError(f"staging path {relative} escapes the staging root")
 
     return candidate
@@ -88,6 +92,7 @@ class Stager:
         self._slots = asyncio.Semaphore(concurrency)
         self._study_of_series: dict[str, str] = {}
         self._known_series: set[str] = set()
+        self._folders_made: set[Path] = set()
         self._study_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def prepare(self) -> None:
@@ -99,7 +104,10 @@ class Stager:
 
     async def stage_many(self, instance_ids: list[str]) -> int:
         """Stage every instance concurrently; return how many were written."""
-        results = await asyncio.gather(*(self.stage(i) for i in instance_ids))
+        known = await self._store.current_files("dicom", instance_ids)
+        results = await asyncio.gather(
+            *(self._stage(i, known.get(i)) for i in instance_ids)
+        )
 
         return sum(results)
 
@@ -108,27 +116,33 @@ class Stager:
 
         An instance Orthanc no longer has is skipped with a log line.
         """
+        known = await self._store.current_files("dicom", [instance_id])
+
+        return await self._stage(instance_id, known.get(instance_id))
+
+    async def _stage(self, instance_id: str, known: StagedFile | None) -> bool:
         async with self._slots:
-            if await self._already_staged(instance_id):
+            if known is not None and self._still_on_disk(known):
                 return False
             self._check_free_space()
+            temporary = self._temporary / f"{instance_id}.part"
             try:
-                series_id, study_id = await self._parents(instance_id)
-                temporary = self._temporary / f"{instance_id}.part"
                 size, digest = await self._download(instance_id, temporary)
+                crash_point("staging.after_download")
+                # One trip to a worker thread for all the blocking file work.
+                tags, place = await asyncio.to_thread(
+                    self._settle, instance_id, temporary
+                )
+                series_id, study_id = await self._parents(instance_id, tags)
             except NotFound:
                 log.info("staging.instance_gone", instance=instance_id)
                 return False
-            crash_point("staging.after_download")
+            finally:
+                temporary.unlink(missing_ok=True)
 
-            tags = await asyncio.to_thread(read_tags, temporary)
-            place = place_for(tags, instance_id)
             async with self._study_locks[study_id]:
                 cycle = await self._open_cycle(study_id, tags, place)
             await self._remember_series(study_id, series_id, tags, place)
-            final = inside(self.root, place.relative)
-            await asyncio.to_thread(self._move_into_place, temporary, final)
-            crash_point("staging.after_rename")
 
             await self._store.record_staged(
                 StagedFile(
@@ -158,15 +172,19 @@ class Stager:
 
             return True
 
-    async def _already_staged(self, instance_id: str) -> bool:
-        known = await self._store.current_file("dicom", instance_id)
-        if known is None:
-            return False
+    async def make_durable(self, study_id: str, cycle: int) -> None:
+        """fsync every folder holding the study's staged files, up to the root."""
+        files = await self._store.staged_files(study_id, cycle)
+        folders = {(self.root / f.staged_path).parent for f in files}
+
+        await asyncio.to_thread(fsync_folders, self.root, folders)
+
+    def _still_on_disk(self, known: StagedFile) -> bool:
         path = self.root / known.staged_path
         try:
             return path.stat().st_size == known.size
         except FileNotFoundError:
-            log.warning("staging.file_missing", instance=instance_id, path=str(path))
+            log.warning("staging.file_missing", instance=known.source, path=str(path))
             return False
 
     def _check_free_space(self) -> None:
@@ -177,8 +195,20 @@ class Stager:
                 f"below paths.min_free_bytes={self._min_free_bytes}"
             )
 
-    async def _parents(self, instance_id: str) -> tuple[str, str]:
-        """The Orthanc ids of the instance's series and study."""
+    async def _parents(self, instance_id: str, tags: InstanceTags) -> tuple[str, str]:
+        """The Orthanc ids of the instance's series and study.
+
+        Computed from the tags when that reproduces the instance's own id,
+        which saves two requests per instance; asked of Orthanc otherwise.
+        """
+        uids = (
+            tags.patient_id or "",
+            tags.study_instance_uid or "",
+            tags.series_instance_uid or "",
+        )
+        if resource_id(*uids, tags.sop_instance_uid or "") == instance_id:
+            return resource_id(*uids), resource_id(*uids[:2])
+
         instance = await self._orthanc.instance(instance_id)
         series_id = str(instance["ParentSeries"])
         if series_id not in self._study_of_series:
@@ -188,7 +218,7 @@ class Stager:
         return series_id, self._study_of_series[series_id]
 
     async def _download(self, instance_id: str, temporary: Path) -> tuple[int, str]:
-        """Stream the file to ``temporary``, hashing and fsyncing it.
+        """Stream the file to ``temporary``, hashing it on the way.
 
         A connection broken mid-body restarts the download from zero, up to
         five times with backoff; the request itself already waits out an
@@ -203,8 +233,6 @@ class Stager:
                     async for chunk in stream.iter_chunked(_CHUNK):
                         hasher.update(chunk)
                         size += os.write(fd, chunk)
-                await asyncio.to_thread(os.fsync, fd)
-                crash_point("staging.after_fsync")
                 return size, hasher.hexdigest()
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as error:
                 if attempt == _DOWNLOAD_TRIES:
@@ -271,9 +299,35 @@ class Stager:
         route, problem = labels.study_route(s.route for s in series)
         await self._store.update_study(study_id, route=route, route_problem=problem)
 
-    def _move_into_place(self, temporary: Path, final: Path) -> None:
-        make_folders(self.root, final.parent.relative_to(self.root))
-        replace_durably(temporary, final)
+    def _settle(
+        self, instance_id: str, temporary: Path
+    ) -> tuple[InstanceTags, StagedPlace]:
+        """fsync the download, read its tags, rename it to its place durably."""
+        fd = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        crash_point("staging.after_fsync")
+
+        tags = read_tags(temporary)
+        place = place_for(tags, instance_id)
+        final = inside(self.root, place.relative)
+        try:
+            self._replace(temporary, final)
+        except FileNotFoundError:
+            # A folder remembered as made was removed since (a purge).
+            self._folders_made.discard(final.parent)
+            self._replace(temporary, final)
+        crash_point("staging.after_rename")
+
+        return tags, place
+
+    def _replace(self, temporary: Path, final: Path) -> None:
+        if final.parent not in self._folders_made:
+            make_folders(self.root, final.parent.relative_to(self.root))
+            self._folders_made.add(final.parent)
+        temporary.replace(final)
 
 
 def _acquired(tags: InstanceTags) -> datetime | None:

@@ -4,7 +4,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from hyperwheel.store import StateStore, StudyRecord
+from hyperwheel.store import StateStore, StudyEvent, StudyRecord
 from statemachine import JournalEntry
 
 
@@ -63,7 +63,9 @@ def render_table(records: list[StudyRecord], now: datetime | None = None) -> str
     return "\n".join(lines)
 
 
-def render_history(record: StudyRecord, journal: list[JournalEntry]) -> str:
+def render_history(
+    record: StudyRecord, journal: list[JournalEntry], events: list[StudyEvent]
+) -> str:
     lines = [
         f"study {record.study_instance_uid or '-'} (orthanc {record.id})",
         f"state {record.state.name}, cycle {record.cycle}, route {record.route or '-'}",
@@ -72,10 +74,21 @@ def render_history(record: StudyRecord, journal: list[JournalEntry]) -> str:
         lines.append(f"route problem: {record.route_problem}")
     if record.held_reason:
         lines.append(f"held: {record.held_reason}")
+    if record.last_error:
+        lines.append(
+            f"last error (attempt {record.attempts}, next try "
+            f"{record.next_try_at or '-'}): {record.last_error}"
+        )
     lines.append("")
+    lines.append("transitions:")
     for entry in journal:
         source = entry.from_state or "-"
-        lines.append(f"{entry.at}  {source} -> {entry.to_state}  {entry.reason}")
+        lines.append(f"  {entry.at}  {source} -> {entry.to_state}  {entry.reason}")
+    if events:
+        lines.append("")
+        lines.append("decisions:")
+        for event in events:
+            lines.append(f"  {event.at}  {event.event}  {event.detail}")
 
     return "\n".join(lines)
 

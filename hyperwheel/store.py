@@ -47,6 +47,7 @@ class StudyRecord:
     last_error: str | None
     held_reason: str | None
     held_from: StudyState | None
+    failing_since: str | None
     file_count: int = 0
     byte_count: int = 0
 
@@ -80,6 +81,32 @@ class SeriesRecord:
     started_at: str | None
 
 
+@dataclass(frozen=True)
+class RawClaim:
+    """A scanner raw file given to one study, and how far its pull got."""
+
+    remote_path: str
+    study_id: str
+    cycle: int
+    series_id: str
+    size: int
+    mtime: float
+    file_time: str
+    time_source: str
+    staged_path: str
+    durable_offset: int = 0
+    sha384: str | None = None
+    claimed_at: str | None = None
+    synced_at: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyEvent:
+    at: str
+    event: str
+    detail: str
+
+
 SideWrite = Callable[[aiosqlite.Connection, StudyState], Awaitable[None]]
 
 _STUDY_COLUMNS = ", ".join(
@@ -94,6 +121,10 @@ class StateStore:
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        # Cycle of studies known to be RECEIVING, asked for once per instance.
+        # Only this process moves a study out of RECEIVING (the CLI releases
+        # HELD studies only), and every move here drops the entry.
+        self._receiving: dict[str, int] = {}
 
     @classmethod
     async def open(cls, path: Path) -> "StateStore":
@@ -120,12 +151,19 @@ class StateStore:
 
     async def state_and_cycle(self, study_id: str) -> tuple[StudyState, int] | None:
         """Just the state and cycle: cheap enough to ask for every instance."""
+        if study_id in self._receiving:
+            return StudyState.RECEIVING, self._receiving[study_id]
         rows = await self._db.read(
             f"SELECT state, cycle FROM {STUDY_TABLE} WHERE id = ?",  # noqa: S608 - table name from code
             (study_id,),
         )
+        if not rows:
+            return None
+        state, cycle = StudyState[rows[0][0]], int(rows[0][1])
+        if state is StudyState.RECEIVING:
+            self._receiving[study_id] = cycle
 
-        return (StudyState[rows[0][0]], int(rows[0][1])) if rows else None
+        return state, cycle
 
     async def _select_studies(
         self, where: str, parameters: tuple[str, ...]
@@ -166,12 +204,12 @@ class StateStore:
 
     async def update_study(self, study_id: str, **columns: Any) -> None:
         """Set facts that are not the state itself (labels, route, attempts)."""
+        self._receiving.pop(study_id, None)
         assignments = ", ".join(f"{name} = ?" for name in columns)
-        async with self._db.transaction() as connection:
-            await connection.execute(
-                f"UPDATE {STUDY_TABLE} SET {assignments} WHERE id = ?",  # noqa: S608 - names from code
-                (*columns.values(), study_id),
-            )
+        await self._db.write(
+            f"UPDATE {STUDY_TABLE} SET {assignments} WHERE id = ?",  # noqa: S608 - names from code
+            (*columns.values(), study_id),
+        )
 
     async def move(
         self,
@@ -182,11 +220,23 @@ class StateStore:
     ) -> StudyState:
         """Persist a transition; crash points sit on both sides of the commit."""
         point = f"transition.{to_state.name.lower()}"
+        self._receiving.pop(study_id, None)
 
         async def side_write(connection: aiosqlite.Connection, old: StudyState) -> None:
             if also is not None:
                 await also(connection, old)
             crash_point(f"{point}.before_commit")
+
+        async def reset_and_write(
+            connection: aiosqlite.Connection, old: StudyState
+        ) -> None:
+            # A new state is a new step: its failures count from zero.
+            await connection.execute(
+                f"UPDATE {STUDY_TABLE} SET attempts = 0, next_try_at = NULL, "  # noqa: S608 - table name from code
+                "last_error = NULL, failing_since = NULL WHERE id = ?",
+                (study_id,),
+            )
+            await side_write(connection, old)
 
         old = await transition(
             self._db,
@@ -196,7 +246,7 @@ class StateStore:
             entity=study_id,
             to_state=to_state,
             reason=reason,
-            also=side_write,
+            also=reset_and_write,
         )
         crash_point(f"{point}.after_commit")
         log.info(
@@ -295,15 +345,14 @@ class StateStore:
 
     async def record_staged(self, staged: StagedFile) -> None:
         names = [f.name for f in fields(StagedFile)]
-        async with self._db.transaction() as connection:
-            await connection.execute(
-                f"INSERT INTO files ({', '.join(names)}, staged_at) "  # noqa: S608 - names from code
-                f"VALUES ({', '.join('?' for _ in names)}, ?) "
-                "ON CONFLICT(kind, source, cycle) DO UPDATE SET "
-                "staged_path = excluded.staged_path, size = excluded.size, "
-                "sha384 = excluded.sha384, staged_at = excluded.staged_at",
-                [*(getattr(staged, n) for n in names), utc_now()],
-            )
+        await self._db.write(
+            f"INSERT INTO files ({', '.join(names)}, staged_at) "  # noqa: S608 - names from code
+            f"VALUES ({', '.join('?' for _ in names)}, ?) "
+            "ON CONFLICT(kind, source, cycle) DO UPDATE SET "
+            "staged_path = excluded.staged_path, size = excluded.size, "
+            "sha384 = excluded.sha384, staged_at = excluded.staged_at",
+            [*(getattr(staged, n) for n in names), utc_now()],
+        )
 
     async def staged_file(
         self, kind: str, source: str, cycle: int
@@ -317,17 +366,27 @@ class StateStore:
 
         return StagedFile(*rows[0]) if rows else None
 
-    async def current_file(self, kind: str, source: str) -> StagedFile | None:
-        """The file staged from ``source`` in its study's current cycle, if any."""
+    async def current_files(
+        self, kind: str, sources: list[str]
+    ) -> dict[str, StagedFile]:
+        """Files staged from ``sources`` in their studies' current cycles."""
         names = ", ".join(f"f.{f.name}" for f in fields(StagedFile))
-        rows = await self._db.read(
-            f"SELECT {names} FROM files f JOIN {STUDY_TABLE} s ON s.id = f.study_id "  # noqa: S608 - names from code
-            "WHERE f.kind = ? AND f.source = ? AND f.cycle = s.cycle "
-            "AND f.purged_at IS NULL",
-            (kind, source),
-        )
+        found: dict[str, StagedFile] = {}
+        # SQLite caps bound parameters; 500 stays far below every build's limit.
+        for start in range(0, len(sources), 500):
+            chunk = sources[start : start + 500]
+            rows = await self._db.read(
+                f"SELECT {names} FROM files f JOIN {STUDY_TABLE} s "  # noqa: S608 - names from code
+                "ON s.id = f.study_id WHERE f.kind = ? AND f.cycle = s.cycle "
+                "AND f.purged_at IS NULL "
+                f"AND f.source IN ({', '.join('?' for _ in chunk)})",
+                (kind, *chunk),
+            )
+            for row in rows:
+                staged = StagedFile(*row)
+                found[staged.source] = staged
 
-        return StagedFile(*rows[0]) if rows else None
+        return found
 
     async def staged_files(self, study_id: str, cycle: int) -> list[StagedFile]:
         names = ", ".join(f.name for f in fields(StagedFile))
@@ -339,6 +398,102 @@ class StateStore:
 
         return [StagedFile(*row) for row in rows]
 
+    # Raw data
+
+    async def raw_claims(self) -> dict[str, RawClaim]:
+        """Every claim ever made, by remote path."""
+        names = ", ".join(f.name for f in fields(RawClaim))
+        rows = await self._db.read(f"SELECT {names} FROM raw_claims")  # noqa: S608 - names from code
+
+        return {row[0]: RawClaim(*row) for row in rows}
+
+    async def claim_raw(self, claim: RawClaim) -> bool:
+        """Persist the claim unless the file is already claimed; True if new."""
+        names = [f.name for f in fields(RawClaim) if f.name != "claimed_at"]
+        inserted = await self._db.write(
+            f"INSERT OR IGNORE INTO raw_claims ({', '.join(names)}, claimed_at) "  # noqa: S608 - names from code
+            f"VALUES ({', '.join('?' for _ in names)}, ?)",
+            [*(getattr(claim, n) for n in names), utc_now()],
+        )
+
+        return inserted == 1
+
+    async def set_durable_offset(self, remote_path: str, offset: int) -> None:
+        await self._db.write(
+            "UPDATE raw_claims SET durable_offset = ? WHERE remote_path = ?",
+            (offset, remote_path),
+        )
+
+    async def finish_raw(self, claim: RawClaim, sha384: str) -> None:
+        """Mark the pull done and list the file as staged, in one transaction."""
+        now = utc_now()
+        async with self._db.transaction() as connection:
+            await connection.execute(
+                "UPDATE raw_claims SET sha384 = ?, synced_at = ?, "
+                "durable_offset = size WHERE remote_path = ?",
+                (sha384, now, claim.remote_path),
+            )
+            await connection.execute(
+                "INSERT INTO files (study_id, cycle, kind, source, series_id, "
+                "staged_path, size, sha384, acquired_at, staged_at) "
+                "VALUES (?, ?, 'raw', ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(kind, source, cycle) DO UPDATE SET "
+                "sha384 = excluded.sha384, staged_at = excluded.staged_at",
+                (
+                    claim.study_id,
+                    claim.cycle,
+                    claim.remote_path,
+                    claim.series_id,
+                    claim.staged_path,
+                    claim.size,
+                    sha384,
+                    claim.file_time,
+                    now,
+                ),
+            )
+
+    async def instance_times(self) -> list[tuple[str, str, str | None, str | None]]:
+        """(study, series, acquired_at, content_at) of every DICOM file known."""
+        rows = await self._db.read(
+            "SELECT study_id, series_id, acquired_at, content_at FROM files "
+            "WHERE kind = 'dicom'"
+        )
+
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def all_series(self) -> list[SeriesRecord]:
+        names = ", ".join(f.name for f in fields(SeriesRecord))
+        rows = await self._db.read(f"SELECT {names} FROM series ORDER BY id")  # noqa: S608 - names from code
+
+        return [SeriesRecord(*row) for row in rows]
+
+    # Events and failures
+
+    async def add_event(self, study_id: str, event: str, detail: str) -> None:
+        await self._db.write(
+            "INSERT INTO study_events (study_id, at, event, detail) "
+            "VALUES (?, ?, ?, ?)",
+            (study_id, utc_now(), event, detail),
+        )
+
+    async def events(self, study_id: str) -> list[StudyEvent]:
+        rows = await self._db.read(
+            "SELECT at, event, detail FROM study_events "
+            "WHERE study_id = ? ORDER BY seq",
+            (study_id,),
+        )
+
+        return [StudyEvent(*row) for row in rows]
+
+    async def note_failure(self, study_id: str, problem: str, next_try_at: str) -> None:
+        """Count a failed attempt; the first failure starts the give-up clock."""
+        await self._db.write(
+            f"UPDATE {STUDY_TABLE} SET attempts = attempts + 1, last_error = ?, "  # noqa: S608 - table name from code
+            "next_try_at = ?, failing_since = COALESCE(failing_since, ?) "
+            "WHERE id = ?",
+            (problem, next_try_at, utc_now(), study_id),
+        )
+
     # Small facts
 
     async def get_meta(self, key: str) -> str | None:
@@ -347,12 +502,11 @@ class StateStore:
         return rows[0][0] if rows else None
 
     async def set_meta(self, key: str, value: str) -> None:
-        async with self._db.transaction() as connection:
-            await connection.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        await self._db.write(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
 
 def _study(row: tuple[Any, ...]) -> StudyRecord:
@@ -367,8 +521,8 @@ def _study(row: tuple[Any, ...]) -> StudyRecord:
 def _clear_hold(study_id: str) -> SideWrite:
     async def clear(connection: aiosqlite.Connection, _old: StudyState) -> None:
         await connection.execute(
-            f"UPDATE {STUDY_TABLE} SET held_reason = NULL, held_from = NULL, "  # noqa: S608 - table name from code
-            "attempts = 0, next_try_at = NULL, last_error = NULL WHERE id = ?",
+            f"UPDATE {STUDY_TABLE} SET held_reason = NULL, held_from = NULL "  # noqa: S608 - table name from code
+            "WHERE id = ?",
             (study_id,),
         )
 
@@ -378,8 +532,7 @@ def _clear_hold(study_id: str) -> SideWrite:
 def _new_cycle(study_id: str) -> SideWrite:
     async def bump(connection: aiosqlite.Connection, _old: StudyState) -> None:
         await connection.execute(
-            f"UPDATE {STUDY_TABLE} SET cycle = cycle + 1, attempts = 0, "  # noqa: S608 - table name from code
-            "next_try_at = NULL, last_error = NULL WHERE id = ?",
+            f"UPDATE {STUDY_TABLE} SET cycle = cycle + 1 WHERE id = ?",  # noqa: S608 - table name from code
             (study_id,),
         )
 

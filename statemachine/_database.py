@@ -69,6 +69,17 @@ class Database:
 
         return [tuple(row) for row in rows]
 
+    async def write(self, sql: str, parameters: Sequence[object] = ()) -> int:
+        """One statement in its own transaction (SQLite's autocommit); rowcount.
+
+        Cheaper than :meth:`transaction` for a single insert or update, and
+        just as atomic and durable.
+        """
+        async with self._lock:
+            cursor = await self.connection.execute(sql, parameters)
+
+        return int(cursor.rowcount)
+
     async def close(self) -> None:
         await self.connection.close()
 

@@ -46,7 +46,7 @@ def test_crash_while_300_instances_arrive_loses_and_duplicates_nothing(
     send(paths, orthanc.dicom_port)
     crash_and_restart(service, point)
 
-    wait_until(lambda: workspace.state_of(study.uid) == "STABLE", 60, "STABLE")
+    wait_until(lambda: workspace.reached(study.uid, "STABLE"), 60, "STABLE")
     in_orthanc = {
         i["ID"] for i in orthanc.get(f"/studies/{orthanc.get('/studies')[0]}/instances")
     }

@@ -33,14 +33,14 @@ def test_three_series_study_is_staged_completely_then_stable(
     workspace: Workspace,
     service: ServiceProcess,
 ) -> None:
-    """Every instance sent lands once in the section-7 tree; the study ends STABLE."""
+    """Every instance sent lands once in the section-7 tree; the study reaches STABLE."""
     study = three_series_study()
     paths = write_study(study, tmp_path / "sent")
     service.start()
 
     send(paths, orthanc.dicom_port)
-    wait_until(lambda: workspace.state_of(study.uid) == "RECEIVING", 20, "RECEIVING")
-    wait_until(lambda: workspace.state_of(study.uid) == "STABLE", 30, "STABLE")
+    wait_until(lambda: workspace.reached(study.uid, "RECEIVING"), 20, "RECEIVING")
+    wait_until(lambda: workspace.reached(study.uid, "STABLE"), 30, "STABLE")
 
     staged = staged_datasets(workspace)
     sent = {pydicom.dcmread(p).SOPInstanceUID: p for p in paths}
@@ -54,8 +54,12 @@ def test_three_series_study_is_staged_completely_then_stable(
         assert relative.parts[3] in ("1 - T1 axial", "2 - T2 axial", "3 - FLAIR")
         assert relative.name == f"{sop}.dcm"
 
+    assert workspace.transitions(study.uid)[:2] == [
+        (None, "RECEIVING"),
+        ("RECEIVING", "STABLE"),
+    ]
     status = workspace.cli("status")
-    assert "STABLE" in status.stdout and "prisma" in status.stdout
+    assert "prisma" in status.stdout and "SUBJ001" in status.stdout
 
 
 def test_late_series_after_stable_reopens_and_is_staged(
@@ -64,12 +68,12 @@ def test_late_series_after_stable_reopens_and_is_staged(
     workspace: Workspace,
     service: ServiceProcess,
 ) -> None:
-    """A series sent after STABLE sends the study back to RECEIVING, then STABLE."""
+    """A series sent after STABLE sends the study back to RECEIVING, then on."""
     study = three_series_study()
     first = write_study(study, tmp_path / "first")
     service.start()
     send(first, orthanc.dicom_port)
-    wait_until(lambda: workspace.state_of(study.uid) == "STABLE", 30, "STABLE")
+    wait_until(lambda: workspace.reached(study.uid, "STABLE"), 30, "STABLE")
 
     late = StudySpec(
         patient_id=study.patient_id,
@@ -79,11 +83,10 @@ def test_late_series_after_stable_reopens_and_is_staged(
     late_paths = write_study(late, tmp_path / "late")
     send(late_paths, orthanc.dicom_port)
 
-    wait_until(lambda: workspace.state_of(study.uid) == "RECEIVING", 20, "reopen")
-    wait_until(lambda: workspace.state_of(study.uid) == "STABLE", 30, "STABLE again")
+    wait_until(lambda: workspace.reached(study.uid, "STABLE", times=2), 30, "STABLE")
     assert len(staged_datasets(workspace)) == len(first) + len(late_paths)
-    history = workspace.cli("status", study.uid).stdout
-    assert "STABLE -> RECEIVING" in history
+    reopened = [t for t in workspace.transitions(study.uid) if t[1] == "RECEIVING"]
+    assert len(reopened) == 2 and reopened[1][0] in ("STABLE", "RRDF_SYNCED")
 
 
 def test_study_unstable_when_orthanc_stopped_still_becomes_stable(
@@ -105,7 +108,7 @@ def test_study_unstable_when_orthanc_stopped_still_becomes_stable(
     service.stop()
     service.start()
 
-    wait_until(lambda: workspace.state_of(study.uid) == "STABLE", 30, "STABLE")
+    wait_until(lambda: workspace.reached(study.uid, "STABLE"), 30, "STABLE")
     assert len(staged_datasets(workspace)) == len(paths)
 
 
@@ -126,7 +129,7 @@ def test_study_deleted_by_hand_does_not_stop_the_follower(
     paths = write_study(survivor, tmp_path / "kept")
     send(paths, orthanc.dicom_port)
 
-    wait_until(lambda: workspace.state_of(survivor.uid) == "STABLE", 30, "STABLE")
+    wait_until(lambda: workspace.reached(survivor.uid, "STABLE"), 30, "STABLE")
     assert service.running()
 
 
@@ -166,7 +169,7 @@ def test_hostile_tags_stay_inside_the_staging_root(
     paths = write_study(study, tmp_path / "sent")
     service.start()
     send(paths, orthanc.dicom_port)
-    wait_until(lambda: workspace.state_of(study.uid) == "STABLE", 30, "STABLE")
+    wait_until(lambda: workspace.reached(study.uid, "STABLE"), 30, "STABLE")
 
     root = workspace.staging.resolve()
     staged = list(root.rglob("*.dcm"))

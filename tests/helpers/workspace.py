@@ -106,6 +106,21 @@ min_free_bytes = 0
     def files(self, kind: str = "dicom") -> list[dict[str, Any]]:
         return self.query("SELECT * FROM files WHERE kind = ?", kind)
 
+    def transitions(self, study_uid: str) -> list[tuple[str | None, str]]:
+        """(from, to) of every journaled transition of the study, in order."""
+        rows = self.query(
+            "SELECT j.from_state, j.to_state FROM study_journal j "
+            "JOIN studies s ON s.id = j.entity WHERE s.study_instance_uid = ? "
+            "ORDER BY j.seq",
+            study_uid,
+        )
+        return [(row["from_state"], row["to_state"]) for row in rows]
+
+    def reached(self, study_uid: str, state: str, times: int = 1) -> bool:
+        """Whether the study has entered ``state`` at least ``times`` times."""
+        entered = [t for t in self.transitions(study_uid) if t[1] == state]
+        return len(entered) >= times
+
     def state_of(self, study_uid: str) -> str | None:
         for study in self.studies():
             if study["study_instance_uid"] == study_uid:
