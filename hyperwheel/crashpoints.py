@@ -24,9 +24,16 @@ _STEP_POINTS = (
     "follower.after_cursor",
     "rrdf.after_listing",
     "rrdf.after_claim",
+    "scanner.after_fsync",
     "rrdf.after_durable_offset",
     "rrdf.after_pull",
     "rrdf.after_rename",
+    "flywheel.before_create",
+    "flywheel.after_create",
+    "flywheel.after_zip",
+    "flywheel.before_upload",
+    "flywheel.after_upload",
+    "flywheel.after_verify",
 )
 
 _TRANSITION_POINTS = tuple(

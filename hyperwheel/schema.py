@@ -109,7 +109,19 @@ CREATE INDEX study_events_study ON study_events(study_id, seq);
 ALTER TABLE {STUDY_TABLE} ADD COLUMN failing_since TEXT;
 """
 
+_V3 = f"""
+-- Where a study lives on Flywheel, found or created once and remembered.
+ALTER TABLE {STUDY_TABLE} ADD COLUMN fw_project_id TEXT;
+ALTER TABLE {STUDY_TABLE} ADD COLUMN fw_subject_id TEXT;
+ALTER TABLE {STUDY_TABLE} ADD COLUMN fw_session_id TEXT;
+ALTER TABLE series ADD COLUMN fw_acquisition_id TEXT;
+ALTER TABLE series ADD COLUMN fw_acquisition_label TEXT;
+-- Upload and verify attempts of one file, for the give-up rule.
+ALTER TABLE files ADD COLUMN upload_attempts INTEGER NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS = (
     Migration(1, "studies, series, files, journal, meta", _V1),
     Migration(2, "raw-data claims, study events, failing_since", _V2),
+    Migration(3, "Flywheel container ids, upload attempts", _V3),
 )

@@ -14,11 +14,24 @@ from contextlib import AsyncExitStack
 import structlog
 
 from hyperwheel import __version__, crashpoints, logs
+from hyperwheel.flywheel_gateway import FlywheelGateway
+from hyperwheel.flywheel_sink import FlywheelSink
 from hyperwheel.follower import ChangeFollower
 from hyperwheel.orthanc import OrthancClient
+from hyperwheel.pipeline import (
+    GiveUp,
+    Pipeline,
+    Step,
+    give_up_after,
+    give_up_after_attempts,
+    never_give_up,
+)
+from hyperwheel.rrdf_sync import RawDataSync
+from hyperwheel.scanner import ScannerClient
 from hyperwheel.settings import Settings
 from hyperwheel.staging import Stager
 from hyperwheel.store import StateStore
+from hyperwheel.study import StudyState
 
 log = structlog.get_logger(__name__)
 
@@ -61,13 +74,30 @@ async def _serve(settings: Settings) -> None:
             min_free_bytes=settings.paths.min_free_bytes,
         )
         stager.prepare()
+        scanner = None
+        if settings.scanner is not None:
+            scanner = ScannerClient(settings.scanner)
+            resources.push_async_callback(scanner.close)
+
+        gateway = FlywheelGateway()
+        resources.callback(gateway.close)
+
+        ready = asyncio.Event()
+        steps = _steps(settings, store, scanner, gateway)
+        pipeline = Pipeline(store, steps, ready)
+
+        async def stable(_study_id: str) -> None:
+            pipeline.wake()
+
         follower = ChangeFollower(
             orthanc,
             store,
             stager,
             poll_interval=settings.orthanc.poll_interval,
             reconcile_interval=settings.orthanc.reconcile_interval,
+            on_stable=stable,
         )
+        follower.ready = ready
         log.info(
             "service.started",
             version=__version__,
@@ -77,16 +107,50 @@ async def _serve(settings: Settings) -> None:
         )
 
         following = asyncio.create_task(follower.run(), name="follower")
+        working = asyncio.create_task(pipeline.run(), name="pipeline")
         stopped = asyncio.create_task(stop.wait(), name="stop-signal")
-        await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {following, working, stopped}, return_when=asyncio.FIRST_COMPLETED
+        )
 
         log.info("service.stopping")
+        # No new work first, then the steps in flight; clients close last.
         await _stop_tasks([following])
+        await _stop_tasks([working])
         stopped.cancel()
-        if following.done() and not following.cancelled() and following.exception():
-            log.error("service.follower_died", problem=repr(following.exception()))
+        for task in (following, working):
+            if task.done() and not task.cancelled() and task.exception():
+                log.error(
+                    "service.task_died",
+                    task=task.get_name(),
+                    problem=repr(task.exception()),
+                )
 
     log.info("service.stopped")
+
+
+def _steps(
+    settings: Settings,
+    store: StateStore,
+    scanner: ScannerClient | None,
+    gateway: FlywheelGateway,
+) -> dict[StudyState, Step]:
+    raw = RawDataSync(store, settings.paths.staging, settings.scanner, scanner)
+    give_up: GiveUp = never_give_up
+    if settings.scanner is not None:
+        give_up = give_up_after(
+            settings.scanner.give_up_after,
+            "`hyperwheel retry --skip-rrdf STUDY` sends it on without raw data",
+        )
+
+    sink = FlywheelSink(store, settings, gateway)
+    attempts = give_up_after_attempts(settings.flywheel.max_attempts)
+
+    return {
+        StudyState.STABLE: Step("raw data", raw.run, give_up),
+        StudyState.RRDF_SYNCED: Step("upload", sink.upload, attempts),
+        StudyState.UPLOADED: Step("verify", sink.verify, attempts),
+    }
 
 
 async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:

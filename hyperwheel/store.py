@@ -48,6 +48,9 @@ class StudyRecord:
     held_reason: str | None
     held_from: StudyState | None
     failing_since: str | None
+    fw_project_id: str | None
+    fw_subject_id: str | None
+    fw_session_id: str | None
     file_count: int = 0
     byte_count: int = 0
 
@@ -79,6 +82,8 @@ class SeriesRecord:
     acquisition_label: str
     route: str | None
     started_at: str | None
+    fw_acquisition_id: str | None = None
+    fw_acquisition_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,22 @@ class RawClaim:
     sha384: str | None = None
     claimed_at: str | None = None
     synced_at: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadItem:
+    """A file that goes to Flywheel: a series' zip or a raw file."""
+
+    id: int
+    kind: str
+    series_id: str | None
+    staged_path: str
+    size: int
+    sha384: str
+    flywheel_name: str | None
+    uploaded_at: str | None
+    verified_at: str | None
+    upload_attempts: int
 
 
 @dataclass(frozen=True)
@@ -324,15 +345,22 @@ class StateStore:
     # Series and files
 
     async def upsert_series(self, series: SeriesRecord) -> None:
-        names = [f.name for f in fields(SeriesRecord)]
+        """Insert or refresh a series' DICOM facts; Flywheel ids are kept."""
+        names = [f.name for f in fields(SeriesRecord) if not f.name.startswith("fw_")]
         updates = ", ".join(f"{n} = excluded.{n}" for n in names if n != "id")
-        async with self._db.transaction() as connection:
-            await connection.execute(
-                f"INSERT INTO series ({', '.join(names)}) "  # noqa: S608 - names from code
-                f"VALUES ({', '.join('?' for _ in names)}) "
-                f"ON CONFLICT(id) DO UPDATE SET {updates}",
-                [getattr(series, n) for n in names],
-            )
+        await self._db.write(
+            f"INSERT INTO series ({', '.join(names)}) "  # noqa: S608 - names from code
+            f"VALUES ({', '.join('?' for _ in names)}) "
+            f"ON CONFLICT(id) DO UPDATE SET {updates}",
+            [getattr(series, n) for n in names],
+        )
+
+    async def set_acquisition(self, series_id: str, fw_id: str, label: str) -> None:
+        await self._db.write(
+            "UPDATE series SET fw_acquisition_id = ?, fw_acquisition_label = ? "
+            "WHERE id = ?",
+            (fw_id, label, series_id),
+        )
 
     async def series_of(self, study_id: str) -> list[SeriesRecord]:
         names = ", ".join(f.name for f in fields(SeriesRecord))
@@ -424,6 +452,14 @@ class StateStore:
             (offset, remote_path),
         )
 
+    async def restart_claim(self, remote_path: str, size: int, mtime: float) -> None:
+        """The scanner's file changed under a pull: start it again from zero."""
+        await self._db.write(
+            "UPDATE raw_claims SET size = ?, mtime = ?, durable_offset = 0, "
+            "sha384 = NULL, synced_at = NULL WHERE remote_path = ?",
+            (size, mtime, remote_path),
+        )
+
     async def finish_raw(self, claim: RawClaim, sha384: str) -> None:
         """Mark the pull done and list the file as staged, in one transaction."""
         now = utc_now()
@@ -466,6 +502,75 @@ class StateStore:
         rows = await self._db.read(f"SELECT {names} FROM series ORDER BY id")  # noqa: S608 - names from code
 
         return [SeriesRecord(*row) for row in rows]
+
+    # Uploads
+
+    async def record_zip(
+        self,
+        study_id: str,
+        cycle: int,
+        series_id: str,
+        staged_path: str,
+        size: int,
+        sha384: str,
+        name: str,
+    ) -> None:
+        """The series' archive as built now; a changed archive must upload again."""
+        await self._db.write(
+            "INSERT INTO files (study_id, cycle, kind, source, series_id, "
+            "staged_path, size, sha384, staged_at, flywheel_name) "
+            "VALUES (?, ?, 'zip', ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(kind, source, cycle) DO UPDATE SET "
+            "staged_path = excluded.staged_path, size = excluded.size, "
+            "sha384 = excluded.sha384, staged_at = excluded.staged_at, "
+            "flywheel_name = excluded.flywheel_name, "
+            "uploaded_at = CASE WHEN files.sha384 = excluded.sha384 "
+            "  THEN files.uploaded_at END, "
+            "verified_at = CASE WHEN files.sha384 = excluded.sha384 "
+            "  THEN files.verified_at END",
+            (
+                study_id,
+                cycle,
+                f"{study_id}/{series_id}",
+                series_id,
+                staged_path,
+                size,
+                sha384,
+                utc_now(),
+                name,
+            ),
+        )
+
+    async def upload_items(self, study_id: str, cycle: int) -> list[UploadItem]:
+        names = ", ".join(f.name for f in fields(UploadItem))
+        rows = await self._db.read(
+            f"SELECT {names} FROM files WHERE study_id = ? AND cycle = ? "  # noqa: S608 - names from code
+            "AND kind IN ('zip', 'raw') ORDER BY staged_path",
+            (study_id, cycle),
+        )
+
+        return [UploadItem(*row) for row in rows]
+
+    async def mark_uploaded(self, file_id: int, name: str) -> None:
+        await self._db.write(
+            "UPDATE files SET uploaded_at = ?, flywheel_name = ?, "
+            "upload_attempts = upload_attempts + 1 WHERE id = ?",
+            (utc_now(), name, file_id),
+        )
+
+    async def mark_present(self, file_id: int, name: str) -> None:
+        """Already on Flywheel with the same name, size and hash: not sent."""
+        await self._db.write(
+            "UPDATE files SET uploaded_at = COALESCE(uploaded_at, ?), "
+            "flywheel_name = ? WHERE id = ?",
+            (utc_now(), name, file_id),
+        )
+
+    async def mark_verified(self, file_id: int, version: int | None) -> None:
+        await self._db.write(
+            "UPDATE files SET verified_at = ?, flywheel_version = ? WHERE id = ?",
+            (utc_now(), version, file_id),
+        )
 
     # Events and failures
 

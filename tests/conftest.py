@@ -1,13 +1,25 @@
 """Fixtures shared by every test: a real Orthanc and a hyperwheel workspace."""
 
+# First: the emulator fixtures set flywheel-sdk's retry settings, which the
+# SDK reads once at import.
+from tests.flywheel_emulator.fixtures import (  # noqa: F401, I001 - fixtures
+    flywheel_client,
+    flywheel_emulator,
+    flywheel_seed,
+)
+
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.flywheel_emulator.fixtures import BRAIN_KEY
+from tests.flywheel_emulator.threaded import RunningEmulator
+
 from tests.helpers.orthanc import OrthancServer
 from tests.helpers.service import ServiceProcess
-from tests.helpers.workspace import Workspace
+from tests.helpers.sshd import sshd  # noqa: F401 - a fixture for every test
+from tests.helpers.workspace import ROUTE, Workspace
 
 
 @pytest.fixture
@@ -34,3 +46,14 @@ def service(workspace: Workspace) -> Iterator[ServiceProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def routed(
+    workspace: Workspace,
+    flywheel_emulator: RunningEmulator,  # noqa: F811 - the imported fixture
+) -> Workspace:
+    """The workspace routes 'prisma' to the emulator's Brain MRI project."""
+    workspace.routes = {"prisma": ROUTE}
+    workspace.keys = {"prisma": flywheel_emulator.sdk_key(BRAIN_KEY)}
+    return workspace.write()

@@ -1,5 +1,6 @@
 """The change follower against a real Orthanc: staged once, nothing missed."""
 
+import json
 from pathlib import Path
 
 import pydicom
@@ -33,7 +34,7 @@ def test_three_series_study_is_staged_completely_then_stable(
     workspace: Workspace,
     service: ServiceProcess,
 ) -> None:
-    """Every instance sent lands once in the section-7 tree; the study reaches STABLE."""
+    """Every instance sent lands once in the section-7 tree; the study gets STABLE."""
     study = three_series_study()
     paths = write_study(study, tmp_path / "sent")
     service.start()
@@ -62,18 +63,15 @@ def test_three_series_study_is_staged_completely_then_stable(
     assert "prisma" in status.stdout and "SUBJ001" in status.stdout
 
 
-def test_late_series_after_stable_reopens_and_is_staged(
-    tmp_path: Path,
-    orthanc: OrthancServer,
-    workspace: Workspace,
-    service: ServiceProcess,
+def test_late_series_after_verification_reopens_and_is_staged(
+    tmp_path: Path, orthanc: OrthancServer, routed: Workspace, service: ServiceProcess
 ) -> None:
-    """A series sent after STABLE sends the study back to RECEIVING, then on."""
+    """A series sent after the study moved on reopens it; it walks the machine again."""
     study = three_series_study()
     first = write_study(study, tmp_path / "first")
     service.start()
     send(first, orthanc.dicom_port)
-    wait_until(lambda: workspace.reached(study.uid, "STABLE"), 30, "STABLE")
+    wait_until(lambda: routed.reached(study.uid, "VERIFIED"), 60, "VERIFIED")
 
     late = StudySpec(
         patient_id=study.patient_id,
@@ -83,10 +81,10 @@ def test_late_series_after_stable_reopens_and_is_staged(
     late_paths = write_study(late, tmp_path / "late")
     send(late_paths, orthanc.dicom_port)
 
-    wait_until(lambda: workspace.reached(study.uid, "STABLE", times=2), 30, "STABLE")
-    assert len(staged_datasets(workspace)) == len(first) + len(late_paths)
-    reopened = [t for t in workspace.transitions(study.uid) if t[1] == "RECEIVING"]
-    assert len(reopened) == 2 and reopened[1][0] in ("STABLE", "RRDF_SYNCED")
+    wait_until(lambda: routed.reached(study.uid, "VERIFIED", times=2), 60, "again")
+    assert len(staged_datasets(routed)) == len(first) + len(late_paths)
+    reopened = [t for t in routed.transitions(study.uid) if t[1] == "RECEIVING"]
+    assert reopened[1] == ("VERIFIED", "RECEIVING")
 
 
 def test_study_unstable_when_orthanc_stopped_still_becomes_stable(
@@ -180,3 +178,24 @@ def test_hostile_tags_stay_inside_the_staging_root(
         assert relative.parts[0] == labels.sanitize(labels.routing_key(operator))
         assert relative.parts[1] == labels.sanitize(patient)
         assert relative.parts[3] == labels.acquisition_label("7", description)
+
+
+def test_study_without_one_routing_key_is_marked_in_status(
+    tmp_path: Path,
+    orthanc: OrthancServer,
+    workspace: Workspace,
+    service: ServiceProcess,
+) -> None:
+    """Series that disagree on OperatorsName: no route, and status says why."""
+    study = three_series_study()
+    study.series[1].operators_name = "other-study"
+    service.start()
+    send(write_study(study, tmp_path / "sent"), orthanc.dicom_port)
+    wait_until(lambda: workspace.reached(study.uid, "STABLE"), 30, "STABLE")
+
+    [row] = json.loads(workspace.cli("status", "--json").stdout)
+    assert row["route"] is None
+    assert (
+        row["route_problem"] == "series disagree on OperatorsName: other-study, prisma"
+    )
+    assert "series disagree" in workspace.cli("status").stdout

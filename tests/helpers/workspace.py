@@ -12,6 +12,8 @@ from typing import Any
 from tests.helpers import orthanc as orthanc_helper
 
 REPO = Path(__file__).resolve().parents[2]
+# Where the emulator's seed lets the tests' 'prisma' studies go.
+ROUTE = "fw://radiology/Brain MRI"
 
 
 @dataclass

@@ -1,0 +1,281 @@
+"""Upload and verification against the Flywheel emulator, through the real SDK."""
+
+import hashlib
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from hyperwheel.crashpoints import CRASH_POINTS
+from tests.flywheel_emulator.fixtures import BRAIN_KEY, SPINE_KEY
+from tests.flywheel_emulator.threaded import RunningEmulator
+from tests.helpers.dicom import StudySpec, send, three_series_study, write_study
+from tests.helpers.orthanc import OrthancServer
+from tests.helpers.service import ServiceProcess, crash_and_restart
+from tests.helpers.waiting import wait_until
+from tests.helpers.workspace import ROUTE, Workspace
+
+
+def acquisitions(dump: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Acquisition label -> node, across the whole emulated tree."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def visit(node: dict[str, Any]) -> None:
+        if node.get("container_type") == "acquisition":
+            found[node["label"]] = node
+        for children in ("projects", "subjects", "sessions", "acquisitions"):
+            for child in node.get(children, []):
+                visit(child)
+
+    for group in dump["groups"]:
+        visit(group)
+    return found
+
+
+def containers(dump: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def visit(node: dict[str, Any]) -> None:
+        if node.get("container_type") == kind:
+            found.append(node)
+        for children in ("projects", "subjects", "sessions", "acquisitions"):
+            for child in node.get(children, []):
+                visit(child)
+
+    for group in dump["groups"]:
+        visit(group)
+    return found
+
+
+def run_to(
+    workspace: Workspace,
+    service: ServiceProcess,
+    orthanc: OrthancServer,
+    tmp_path: Path,
+    state: str = "VERIFIED",
+    study: StudySpec | None = None,
+) -> tuple[StudySpec, list[Path]]:
+    study = study or three_series_study()
+    paths = write_study(study, tmp_path / "sent")
+    if not service.running():
+        service.start()
+    send(paths, orthanc.dicom_port)
+    wait_until(lambda: workspace.reached(study.uid, state), 90, state)
+    return study, paths
+
+
+def assert_one_clean_copy(
+    emulator: RunningEmulator, client: Any, paths: list[Path], folder: Path
+) -> None:
+    """Each series' zip holds exactly its SOPs, one version each, no duplicates."""
+    dump = emulator.admin.dump()
+    assert len(containers(dump, "subject")) == 1
+    assert len(containers(dump, "session")) == 1
+    found = acquisitions(dump)
+    assert sorted(found) == ["1 - T1 axial", "2 - T2 axial", "3 - FLAIR"]
+
+    sent: dict[str, set[str]] = {}
+    for path in paths:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        label = f"{dataset.SeriesNumber} - {dataset.SeriesDescription}"
+        sent.setdefault(label, set()).add(f"{dataset.SOPInstanceUID}.dcm")
+    for label, node in found.items():
+        zips = [f for f in node["files"] if f["name"].endswith(".dicom.zip")]
+        assert [f["name"] for f in zips] == [f"{label}.dicom.zip"], zips
+        assert len(zips) == 1 and zips[0]["version"] == 1
+        copy = folder / zips[0]["name"]
+        client.download_file_from_acquisition(node["_id"], zips[0]["name"], str(copy))
+        assert zips[0]["hash"] in (None, "v0-sha384-" + sha384(copy.read_bytes()))
+        members = zipfile.ZipFile(copy).namelist()
+        assert set(members) == sent[label]
+        assert zips[0]["type"] == "dicom"
+        assert zips[0]["zip_member_count"] == len(sent[label])
+
+
+def test_study_reaches_verified_in_flywheels_layout(
+    tmp_path: Path,
+    orthanc: OrthancServer,
+    routed: Workspace,
+    service: ServiceProcess,
+    flywheel_emulator: RunningEmulator,
+    flywheel_client: Any,
+) -> None:
+    """Group/project/subject/session/acquisitions hold one zip per series."""
+    study, paths = run_to(routed, service, orthanc, tmp_path)
+
+    assert_one_clean_copy(flywheel_emulator, flywheel_client, paths, tmp_path)
+    [session] = containers(flywheel_emulator.admin.dump(), "session")
+    assert session["uid"] == study.uid and session["label"] == "2026-12-03_10_00_00"
+    [subject] = containers(flywheel_emulator.admin.dump(), "subject")
+    assert subject["label"] == "SUBJ001"
+
+
+def test_signed_url_flow_and_null_hashes_still_verify(
+    tmp_path: Path,
+    orthanc: OrthancServer,
+    routed: Workspace,
+    service: ServiceProcess,
+    flywheel_emulator: RunningEmulator,
+    flywheel_client: Any,
+) -> None:
+    """Ticket uploads with no hashes from Flywheel: verified by download."""
+    flywheel_emulator.admin.set_signed_url(True)
+    flywheel_emulator.admin.set_faults([{"kind": "null_hash"}])
+
+    _, paths = run_to(routed, service, orthanc, tmp_path)
+
+    assert_one_clean_copy(flywheel_emulator, flywheel_client, paths, tmp_path)
+    assert any(
+        r["method"] == "PUT" and r["path"].startswith("/__storage/")
+        for r in flywheel_emulator.admin.requests()
+    )
+
+
+def test_flaky_flywheel_and_errors_after_commit_leave_no_duplicates(
+    tmp_path: Path,
+    orthanc: OrthancServer,
+    routed: Workspace,
+    service: ServiceProcess,
+    flywheel_emulator: RunningEmulator,
+    flywheel_client: Any,
+) -> None:
+    """20% 5xx plus 5xx after committed creates and uploads: one clean copy."""
+    flywheel_emulator.admin.set_faults(
+        [
+            {
+                "kind": "error_after_commit",
+                "methods": ["POST"],
+                "path": "^/api/(subjects|sessions|acquisitions)$",
+                "times": 3,
+            },
+            {
+                "kind": "error_after_commit",
+                "methods": ["POST"],
+                "path": "/files$",
+                "times": 2,
+            },
+            {"kind": "error", "probability": 0.2, "status": 503},
+        ],
+        seed=11,
+    )
+
+    _, paths = run_to(routed, service, orthanc, tmp_path)
+
+    assert_one_clean_copy(flywheel_emulator, flywheel_client, paths, tmp_path)
+
+
+def test_dropped_upload_is_caught_by_verify_and_sent_again(
+    tmp_path: Path,
+    orthanc: OrthancServer,
+    routed: Workspace,
+    service: ServiceProcess,
+    flywheel_emulator: RunningEmulator,
+    flywheel_client: Any,
+) -> None:
+    """An upload answered 200 but not stored is found missing and re-sent."""
+    flywheel_emulator.admin.set_faults([{"kind": "drop_upload", "times": 1}])
+
+    study, paths = run_to(routed, service, orthanc, tmp_path)
+
+    assert_one_clean_copy(flywheel_emulator, flywheel_client, paths, tmp_path)
+    assert "not verified, uploaded again" in routed.cli("status", study.uid).stdout
+
+
+@pytest.mark.parametrize(
+    ("problem", "fix"),
+    [
+        ("no route", "route"),
+        ("unknown key", "key"),
+        ("missing project", "route"),
+        ("revoked key", "restore"),
+    ],
+)
+def test_unroutable_or_unauthorised_study_is_held_then_retried(
+    tmp_path: Path,
+    orthanc: OrthancServer,
+    routed: Workspace,
+    service: ServiceProcess,
+    flywheel_emulator: RunningEmulator,
+    flywheel_client: Any,
+    problem: str,
+    fix: str,
+) -> None:
+    """Held with the reason before any upload; after the fix, retry completes."""
+    if problem == "no route":
+        routed.routes = {}
+    elif problem == "unknown key":
+        routed.keys = {"prisma": flywheel_emulator.sdk_key("not-a-key-at-all")}
+    elif problem == "missing project":
+        routed.routes = {"prisma": "fw://radiology/No Such Project"}
+    else:
+        flywheel_emulator.admin.revoke_key(BRAIN_KEY)
+    routed.write()
+
+    study, paths = run_to(routed, service, orthanc, tmp_path, state="HELD")
+
+    [row] = routed.studies()
+    assert row["state"] == "HELD"
+    expected = {
+        "no route": "no route for 'prisma'",
+        "unknown key": "401",
+        "missing project": "does not exist",
+        "revoked key": "401",
+    }[problem]
+    assert expected in row["held_reason"]
+    assert containers(flywheel_emulator.admin.dump(), "session") == []
+    assert len(list(routed.staging.rglob("*.dcm"))) == len(paths)
+
+    if fix == "restore":
+        flywheel_emulator.admin.restore_key(BRAIN_KEY)
+    routed.routes = {"prisma": ROUTE}
+    routed.keys = {"prisma": flywheel_emulator.sdk_key(BRAIN_KEY)}
+    routed.write()
+    routed.cli("retry", study.uid)
+    wait_until(lambda: routed.reached(study.uid, "VERIFIED"), 60, "VERIFIED")
+
+
+def test_key_for_another_project_is_held_as_forbidden(
+    tmp_path: Path,
+    orthanc: OrthancServer,
+    routed: Workspace,
+    service: ServiceProcess,
+    flywheel_emulator: RunningEmulator,
+) -> None:
+    """A valid key that may not touch the routed project holds the study."""
+    routed.keys = {"prisma": flywheel_emulator.sdk_key(SPINE_KEY)}
+    routed.write()
+
+    run_to(routed, service, orthanc, tmp_path, state="HELD")
+
+    [row] = routed.studies()
+    assert "prisma" in row["held_reason"]
+
+
+FLYWHEEL_POINTS = [p for p in CRASH_POINTS if p.startswith("flywheel.")]
+
+
+@pytest.mark.parametrize("point", FLYWHEEL_POINTS)
+def test_crash_at_each_flywheel_point_still_verifies_once(
+    tmp_path: Path,
+    orthanc: OrthancServer,
+    routed: Workspace,
+    service: ServiceProcess,
+    flywheel_emulator: RunningEmulator,
+    flywheel_client: Any,
+    point: str,
+) -> None:
+    """Killed at each create, upload and verify point: one clean copy after."""
+    study = three_series_study()
+    paths = write_study(study, tmp_path / "sent")
+    send(paths, orthanc.dicom_port)
+
+    crash_and_restart(service, point, timeout=90)
+
+    wait_until(lambda: routed.reached(study.uid, "VERIFIED"), 90, "VERIFIED")
+    assert_one_clean_copy(flywheel_emulator, flywheel_client, paths, tmp_path)
+
+
+def sha384(data: bytes) -> str:
+    return hashlib.sha384(data).hexdigest()
