@@ -3,8 +3,9 @@
 Sends 1,000 instances with dcmtk's storescu to a real Orthanc while
 ``hyperwheel run`` follows it with its default poll interval, then compares
 Orthanc's receive rate (instances over the storescu run) with hyperwheel's
-staging rate (instances over the span between the first and the last file
-staged), and reports how long after the last instance arrived it was staged.
+staging rate (instances over the span between the first and the last staged
+file's write time), and reports how long after the last instance arrived the
+store listed it as staged (files are recorded in batches, after the write).
 
 Targets: ratio >= 1.0 and last_lag_s <= 2.
 """
@@ -60,20 +61,24 @@ def run(folder: Path, count: int) -> None:
         received_at = time.time()
         wait_until(lambda: len(workspace.files()) >= len(paths), 120, "all staged")
 
-        staged = sorted(_epoch(f["staged_at"]) for f in workspace.files())
+        files = workspace.files()
+        written = sorted(
+            (workspace.staging / f["staged_path"]).stat().st_mtime for f in files
+        )
+        recorded = max(_epoch(f["staged_at"]) for f in files)
     finally:
         service.stop()
         orthanc.stop()
 
     orthanc_rate = len(paths) / (received_at - sent_at)
-    staging_rate = len(paths) / max(staged[-1] - staged[0], 1e-6)
+    staging_rate = len(paths) / max(written[-1] - written[0], 1e-6)
     print(f"{len(paths)} instances of {paths[0].stat().st_size} bytes")
     summary(
         instances=len(paths),
         orthanc_rate=round(orthanc_rate, 1),
         staging_rate=round(staging_rate, 1),
         ratio=round(staging_rate / orthanc_rate, 2),
-        last_lag_s=round(staged[-1] - received_at, 2),
+        last_lag_s=round(recorded - received_at, 2),
     )
 
 

@@ -103,13 +103,25 @@ class Stager:
             leftover.unlink()
 
     async def stage_many(self, instance_ids: list[str]) -> int:
-        """Stage every instance concurrently; return how many were written."""
+        """Stage every instance concurrently; return how many were written.
+
+        The store learns of the whole batch in one transaction, after the
+        files are in place; an instance whose staging failed is left out and
+        the first failure is raised once the others are recorded.
+        """
         known = await self._store.current_files("dicom", instance_ids)
         results = await asyncio.gather(
-            *(self._stage(i, known.get(i)) for i in instance_ids)
+            *(self._stage(i, known.get(i)) for i in instance_ids),
+            return_exceptions=True,
         )
 
-        return sum(results)
+        staged = [r for r in results if isinstance(r, StagedFile)]
+        await self._record(staged)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+        return len(staged)
 
     async def stage(self, instance_id: str) -> bool:
         """Stage one instance unless it is already; True when a file was written.
@@ -117,13 +129,27 @@ class Stager:
         An instance Orthanc no longer has is skipped with a log line.
         """
         known = await self._store.current_files("dicom", [instance_id])
+        staged = await self._stage(instance_id, known.get(instance_id))
+        if staged is None:
+            return False
+        await self._record([staged])
 
-        return await self._stage(instance_id, known.get(instance_id))
+        return True
 
-    async def _stage(self, instance_id: str, known: StagedFile | None) -> bool:
+    async def _record(self, staged: list[StagedFile]) -> None:
+        if not staged:
+            return
+        await self._store.record_staged(staged)
+        crash_point("staging.after_record")
+        log.debug("staging.recorded", files=len(staged))
+
+    async def _stage(
+        self, instance_id: str, known: StagedFile | None
+    ) -> StagedFile | None:
+        """Put one instance in place; what to record, or None if nothing was done."""
         async with self._slots:
             if known is not None and self._still_on_disk(known):
-                return False
+                return None
             self._check_free_space()
             temporary = self._temporary / f"{instance_id}.part"
             try:
@@ -136,7 +162,7 @@ class Stager:
                 series_id, study_id = await self._parents(instance_id, tags)
             except NotFound:
                 log.info("staging.instance_gone", instance=instance_id)
-                return False
+                return None
             finally:
                 temporary.unlink(missing_ok=True)
 
@@ -144,33 +170,21 @@ class Stager:
                 cycle = await self._open_cycle(study_id, tags, place)
             await self._remember_series(study_id, series_id, tags, place)
 
-            await self._store.record_staged(
-                StagedFile(
-                    study_id=study_id,
-                    cycle=cycle,
-                    kind="dicom",
-                    source=instance_id,
-                    series_id=series_id,
-                    sop_instance_uid=tags.sop_instance_uid,
-                    staged_path=str(place.relative),
-                    size=size,
-                    sha384=digest,
-                    acquired_at=_iso(_acquired(tags)),
-                    content_at=_iso(
-                        dicomtime.combine(tags.content_date, tags.content_time)
-                    ),
-                )
-            )
-            crash_point("staging.after_record")
-            log.debug(
-                "staging.instance_staged",
-                study=study_id,
-                instance=instance_id,
-                path=str(place.relative),
+            return StagedFile(
+                study_id=study_id,
+                cycle=cycle,
+                kind="dicom",
+                source=instance_id,
+                series_id=series_id,
+                sop_instance_uid=tags.sop_instance_uid,
+                staged_path=str(place.relative),
                 size=size,
+                sha384=digest,
+                acquired_at=_iso(_acquired(tags)),
+                content_at=_iso(
+                    dicomtime.combine(tags.content_date, tags.content_time)
+                ),
             )
-
-            return True
 
     async def make_durable(self, study_id: str, cycle: int) -> None:
         """fsync every folder holding the study's staged files, up to the root."""

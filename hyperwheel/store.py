@@ -371,28 +371,19 @@ class StateStore:
 
         return [SeriesRecord(*row) for row in rows]
 
-    async def record_staged(self, staged: StagedFile) -> None:
+    async def record_staged(self, staged: list[StagedFile]) -> None:
+        """List files as staged, all in one transaction."""
         names = [f.name for f in fields(StagedFile)]
-        await self._db.write(
-            f"INSERT INTO files ({', '.join(names)}, staged_at) "  # noqa: S608 - names from code
-            f"VALUES ({', '.join('?' for _ in names)}, ?) "
-            "ON CONFLICT(kind, source, cycle) DO UPDATE SET "
-            "staged_path = excluded.staged_path, size = excluded.size, "
-            "sha384 = excluded.sha384, staged_at = excluded.staged_at",
-            [*(getattr(staged, n) for n in names), utc_now()],
-        )
-
-    async def staged_file(
-        self, kind: str, source: str, cycle: int
-    ) -> StagedFile | None:
-        names = ", ".join(f.name for f in fields(StagedFile))
-        rows = await self._db.read(
-            f"SELECT {names} FROM files "  # noqa: S608 - names from code
-            "WHERE kind = ? AND source = ? AND cycle = ?",
-            (kind, source, cycle),
-        )
-
-        return StagedFile(*rows[0]) if rows else None
+        now = utc_now()
+        async with self._db.transaction() as connection:
+            await connection.executemany(
+                f"INSERT INTO files ({', '.join(names)}, staged_at) "  # noqa: S608 - names from code
+                f"VALUES ({', '.join('?' for _ in names)}, ?) "
+                "ON CONFLICT(kind, source, cycle) DO UPDATE SET "
+                "staged_path = excluded.staged_path, size = excluded.size, "
+                "sha384 = excluded.sha384, staged_at = excluded.staged_at",
+                [[*(getattr(f, n) for n in names), now] for f in staged],
+            )
 
     async def current_files(
         self, kind: str, sources: list[str]
