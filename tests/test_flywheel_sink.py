@@ -14,6 +14,7 @@ from tests.flywheel_emulator.threaded import RunningEmulator
 from tests.helpers.dicom import StudySpec, send, three_series_study, write_study
 from tests.helpers.orthanc import OrthancServer
 from tests.helpers.service import ServiceProcess, crash_and_restart
+from tests.helpers.sshd import SshdServer, raw_file, scanner_section
 from tests.helpers.waiting import wait_until
 from tests.helpers.workspace import ROUTE, Workspace
 
@@ -83,6 +84,7 @@ def assert_one_clean_copy(
         sent.setdefault(label, set()).add(f"{dataset.SOPInstanceUID}.dcm")
     for label, node in found.items():
         zips = [f for f in node["files"] if f["name"].endswith(".dicom.zip")]
+        assert all(f["version"] == 1 for f in node["files"])
         assert [f["name"] for f in zips] == [f"{label}.dicom.zip"], zips
         assert len(zips) == 1 and zips[0]["version"] == 1
         copy = folder / zips[0]["name"]
@@ -94,22 +96,37 @@ def assert_one_clean_copy(
         assert zips[0]["zip_member_count"] == len(sent[label])
 
 
-def test_study_reaches_verified_in_flywheels_layout(
+def test_study_with_raw_files_reaches_verified_in_flywheels_layout(
     tmp_path: Path,
     orthanc: OrthancServer,
     routed: Workspace,
     service: ServiceProcess,
+    sshd: SshdServer,
     flywheel_emulator: RunningEmulator,
     flywheel_client: Any,
 ) -> None:
-    """Group/project/subject/session/acquisitions hold one zip per series."""
+    """One zip per series plus its raw files, same sha384, one version each."""
+    routed.extra_toml = scanner_section(sshd)
+    routed.write()
+    raw = {
+        "scan_20261203_100100.h5": "1 - T1 axial",
+        "scan_20261203_102100.h5": "3 - FLAIR",
+    }
+    sources = {name: raw_file(sshd, name, 300_000) for name in raw}
+
     study, paths = run_to(routed, service, orthanc, tmp_path)
 
     assert_one_clean_copy(flywheel_emulator, flywheel_client, paths, tmp_path)
-    [session] = containers(flywheel_emulator.admin.dump(), "session")
+    dump = flywheel_emulator.admin.dump()
+    [session] = containers(dump, "session")
     assert session["uid"] == study.uid and session["label"] == "2026-12-03_10_00_00"
-    [subject] = containers(flywheel_emulator.admin.dump(), "subject")
+    [subject] = containers(dump, "subject")
     assert subject["label"] == "SUBJ001"
+    found = acquisitions(dump)
+    for name, label in raw.items():
+        [file] = [f for f in found[label]["files"] if f["name"].endswith(name)]
+        expected = sha384(sources[name].read_bytes())
+        assert file["hash"] == f"v0-sha384-{expected}" and file["version"] == 1
 
 
 def test_signed_url_flow_and_null_hashes_still_verify(

@@ -1,6 +1,5 @@
 """Raw research data: matched by time, pulled over real SFTP, filed by series."""
 
-import getpass
 import hashlib
 import os
 from datetime import UTC, datetime, timedelta
@@ -13,43 +12,16 @@ from hyperwheel.staging import TEMPORARY_FOLDER
 from tests.helpers.dicom import SeriesSpec, StudySpec, send, write_study
 from tests.helpers.orthanc import OrthancServer
 from tests.helpers.service import ServiceProcess, crash_and_restart
-from tests.helpers.sshd import SshdServer
+from tests.helpers.sshd import RAW_FOLDER, SshdServer, raw_file, scanner_section
 from tests.helpers.waiting import wait_until
 from tests.helpers.workspace import Workspace
 
 DAY = datetime(2026, 12, 3)
-RAW_FOLDER = "rrdf_20261203_095500"
-
-
-def scanner_section(server: SshdServer, **settings: object) -> str:
-    values = {
-        "host": "127.0.0.1",
-        "port": server.port,
-        "username": getpass.getuser(),
-        "client_keys": [str(server.client_key)],
-        "known_hosts": str(server.known_hosts),
-        "rrdf_root": str(server.root),
-        **settings,
-    }
-    lines = ["[scanner]"]
-    for key, value in values.items():
-        text = f'"{value}"' if isinstance(value, str) else str(value)
-        if isinstance(value, list):
-            text = "[" + ", ".join(f'"{v}"' for v in value) + "]"
-        lines.append(f"{key} = {text}")
-    return "\n".join(lines) + "\n"
 
 
 def configure(workspace: Workspace, server: SshdServer, **settings: object) -> None:
     workspace.extra_toml = scanner_section(server, **settings)
     workspace.write()
-
-
-def raw_file(server: SshdServer, relative: str, size: int = 4096) -> Path:
-    path = server.root / RAW_FOLDER / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(os.urandom(size))
-    return path
 
 
 def swoop_study(patient: str = "SUBJ001", start: datetime | None = None) -> StudySpec:

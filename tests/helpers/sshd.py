@@ -18,6 +18,8 @@ from tests.helpers.ports import free_port
 from tests.helpers.waiting import wait_until
 
 SSHD_BINARY = "/usr/sbin/sshd"
+# The raw-data folder tests fill, named like the scanner's own.
+RAW_FOLDER = "rrdf_20261203_095500"
 PRIVILEGE_SEPARATION_FOLDER = Path("/run/sshd")
 # Listener, connection monitor, session, sftp server: a few levels suffice.
 _PROCESS_TREE_DEPTH = 8
@@ -252,3 +254,34 @@ def _alive(pid: int) -> bool:
         return False
 
     return "\nState:\tZ" not in status
+
+
+def raw_file(server: SshdServer, relative: str, size: int = 4096) -> Path:
+    """A random raw file below the scanner's rrdf folder."""
+    path = server.root / RAW_FOLDER / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def scanner_section(server: SshdServer, **settings: object) -> str:
+    """A ``[scanner]`` TOML section pointing hyperwheel at ``server``."""
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "username": getpass.getuser(),
+        "client_keys": [str(server.client_key)],
+        "known_hosts": str(server.known_hosts),
+        "rrdf_root": str(server.root),
+        **settings,
+    }
+    lines = ["[scanner]"]
+    for key, value in values.items():
+        if isinstance(value, list):
+            text = "[" + ", ".join(f'"{item}"' for item in value) + "]"
+        elif isinstance(value, str):
+            text = f'"{value}"'
+        else:
+            text = str(value)
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
