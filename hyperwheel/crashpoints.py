@@ -33,6 +33,7 @@ _STEP_POINTS = (
     "flywheel.after_zip",
     "flywheel.before_upload",
     "flywheel.after_upload",
+    "flywheel.before_verify",
     "flywheel.after_verify",
 )
 

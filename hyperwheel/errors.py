@@ -12,7 +12,14 @@ class TransientError(HyperwheelError):
 
 
 class PermanentError(HyperwheelError):
-    """Retrying will not help until a person acts; the study is held."""
+    """Retrying will not help until a person acts; the study is held.
+
+    ``recheck_after`` (seconds), when set, releases the hold on its own after
+    that long: for causes a person may fix elsewhere without telling us, such
+    as a refused API key.
+    """
+
+    recheck_after: float | None = None
 
 
 class NotFound(PermanentError):

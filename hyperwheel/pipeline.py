@@ -9,7 +9,9 @@ the reason. Any other failure (a :class:`TransientError`, an ``OSError``, a
 bug) is logged, counted on the study (attempts, last error, failing since)
 and tried again after capped exponential backoff with jitter (5 s doubling
 to 10 min); the step's ``give_up`` then decides when to hold it instead.
-A study that changed state while its step ran (a late instance reopened
+A hold whose cause may be fixed elsewhere (a refused API key) carries a
+re-check time, and is released by itself then. A study that changed state
+while its step ran (a late instance reopened
 it) is simply looked at again.
 """
 
@@ -24,7 +26,7 @@ import structlog
 from hyperwheel.backoff import backoff_delay
 from hyperwheel.errors import PermanentError
 from hyperwheel.store import StateStore, StudyRecord
-from hyperwheel.study import StudyState
+from hyperwheel.study import UNFINISHED, StudyState
 from statemachine import InvalidTransition
 
 log = structlog.get_logger(__name__)
@@ -116,7 +118,15 @@ class Pipeline:
         """Start what is due; seconds until the next try that is not yet."""
         now = datetime.now(UTC)
         next_due = _IDLE_CHECK
-        for study in await self._store.unfinished():
+        studies = await self._store.studies()
+        for study in studies:
+            if study.state is StudyState.HELD and _due(study.next_try_at, now):
+                await self._store.release(
+                    study.id, reason="released automatically to check again"
+                )
+        for study in studies:
+            if study.state not in UNFINISHED:
+                continue
             if study.state not in self._steps or study.id in self._running:
                 continue
             if study.next_try_at is not None:
@@ -148,7 +158,11 @@ class Pipeline:
             except InvalidTransition as error:
                 bound.info("pipeline.study_moved_meanwhile", problem=str(error))
             except PermanentError as error:
-                await self._store.hold(study.id, f"{step.name}: {error}")
+                recheck_at = None
+                if error.recheck_after is not None:
+                    later = datetime.now(UTC) + timedelta(seconds=error.recheck_after)
+                    recheck_at = _iso(later)
+                await self._store.hold(study.id, f"{step.name}: {error}", recheck_at)
             except Exception as error:
                 # Every other failure, bugs included, is counted and retried.
                 await self._failed(fresh, step, error, bound)
@@ -186,6 +200,10 @@ class Pipeline:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=10)
+
+
+def _due(stamp: str | None, now: datetime) -> bool:
+    return stamp is not None and _parse(stamp) <= now
 
 
 def _parse(stamp: str) -> datetime:

@@ -29,6 +29,7 @@ from hyperwheel import labels
 from hyperwheel.crashpoints import crash_point
 from hyperwheel.errors import PermanentError, TransientError
 from hyperwheel.fsync import fsync_folders
+from hyperwheel.hashing import file_digest
 from hyperwheel.rrdf_match import (
     StudyWindow,
     build_window,
@@ -212,7 +213,7 @@ class RawDataSync:
         if expected is None:
             return
         # A second local read, only when the scanner can vouch for its copy.
-        actual = await asyncio.to_thread(_sha256_of, part)
+        actual = await asyncio.to_thread(file_digest, part, "sha256")
         if actual != expected:
             await asyncio.to_thread(part.unlink, missing_ok=True)
             raise TransientError(
@@ -278,15 +279,6 @@ def _part_name(remote_path: str) -> str:
     digest = hashlib.sha1(remote_path.encode(), usedforsecurity=False).hexdigest()
 
     return f"raw-{digest}.part"
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-
-    return digest.hexdigest()
 
 
 def _parse(value: str | None) -> datetime | None:

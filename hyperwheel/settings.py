@@ -55,6 +55,7 @@ class ScannerSettings:
 @dataclass(frozen=True)
 class FlywheelSettings:
     max_attempts: int
+    auth_recheck: float
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
     },
     "flywheel": {
         "max_attempts": _Key("int", 5, _positive),
+        "auth_recheck": _Key("float", 900.0, _positive),
     },
     "metrics": {
         "listen": _Key("str", "127.0.0.1:9108", _listen),

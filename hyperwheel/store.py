@@ -15,7 +15,7 @@ import structlog
 
 from hyperwheel.crashpoints import crash_point
 from hyperwheel.schema import JOURNAL_TABLE, MIGRATIONS, STUDY_TABLE
-from hyperwheel.study import STUDY_TRANSITIONS, UNFINISHED, StudyState
+from hyperwheel.study import STUDY_TRANSITIONS, StudyState
 from statemachine import (
     Database,
     JournalEntry,
@@ -280,19 +280,29 @@ class StateStore:
 
         return old
 
-    async def hold(self, study_id: str, reason: str) -> None:
-        """Park a study for a person; remember where it was held."""
+    async def hold(
+        self, study_id: str, reason: str, recheck_at: str | None = None
+    ) -> None:
+        """Park a study for a person; remember where it was held.
+
+        With ``recheck_at`` the pipeline releases it by itself at that time.
+        """
 
         async def remember(connection: aiosqlite.Connection, old: StudyState) -> None:
             await connection.execute(
-                f"UPDATE {STUDY_TABLE} SET held_reason = ?, held_from = ? "  # noqa: S608 - table name from code
-                "WHERE id = ?",
-                (reason, old.name, study_id),
+                f"UPDATE {STUDY_TABLE} SET held_reason = ?, held_from = ?, "  # noqa: S608 - table name from code
+                "next_try_at = ? WHERE id = ?",
+                (reason, old.name, recheck_at, study_id),
             )
 
         await self.move(study_id, StudyState.HELD, reason, also=remember)
 
-    async def release(self, study_id: str, skip_rrdf: bool = False) -> StudyState:
+    async def release(
+        self,
+        study_id: str,
+        skip_rrdf: bool = False,
+        reason: str = "released by retry",
+    ) -> StudyState:
         """Send a held study back to the state it was held in.
 
         With ``skip_rrdf`` a study held while pulling raw data moves on to
@@ -302,7 +312,6 @@ class StateStore:
         if record is None or record.state is not StudyState.HELD:
             raise ValueError(f"study {study_id} is not held")
         target = record.held_from or StudyState.RECEIVING
-        reason = "released by retry"
         if skip_rrdf and target is StudyState.STABLE:
             target = StudyState.RRDF_SYNCED
             reason = "released by retry --skip-rrdf: raw data skipped"
@@ -334,9 +343,6 @@ class StateStore:
         await self.move(study_id, StudyState.RECEIVING, reason)
 
         return StudyState.RECEIVING
-
-    async def unfinished(self) -> list[StudyRecord]:
-        return [s for s in await self.studies() if s.state in UNFINISHED]
 
     async def history(self, study_id: str) -> list[JournalEntry]:
         async with self._db.transaction() as connection:

@@ -19,22 +19,6 @@ from tests.helpers.waiting import wait_until
 from tests.helpers.workspace import ROUTE, Workspace
 
 
-def acquisitions(dump: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Acquisition label -> node, across the whole emulated tree."""
-    found: dict[str, dict[str, Any]] = {}
-
-    def visit(node: dict[str, Any]) -> None:
-        if node.get("container_type") == "acquisition":
-            found[node["label"]] = node
-        for children in ("projects", "subjects", "sessions", "acquisitions"):
-            for child in node.get(children, []):
-                visit(child)
-
-    for group in dump["groups"]:
-        visit(group)
-    return found
-
-
 def containers(dump: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 
@@ -48,6 +32,11 @@ def containers(dump: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     for group in dump["groups"]:
         visit(group)
     return found
+
+
+def acquisitions(dump: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Acquisition label -> node, across the whole emulated tree."""
+    return {node["label"]: node for node in containers(dump, "acquisition")}
 
 
 def run_to(
@@ -251,6 +240,26 @@ def test_unroutable_or_unauthorised_study_is_held_then_retried(
     routed.write()
     routed.cli("retry", study.uid)
     wait_until(lambda: routed.reached(study.uid, "VERIFIED"), 60, "VERIFIED")
+
+
+def test_refused_key_is_checked_again_by_itself(
+    tmp_path: Path,
+    orthanc: OrthancServer,
+    routed: Workspace,
+    service: ServiceProcess,
+    flywheel_emulator: RunningEmulator,
+) -> None:
+    """A 401 hold is released on its own after auth_recheck, once the key works."""
+    routed.extra_toml = "[flywheel]\nauth_recheck = 2\n"
+    routed.write()
+    flywheel_emulator.admin.revoke_key(BRAIN_KEY)
+
+    study, _ = run_to(routed, service, orthanc, tmp_path, state="HELD")
+    flywheel_emulator.admin.restore_key(BRAIN_KEY)
+
+    wait_until(lambda: routed.reached(study.uid, "VERIFIED"), 60, "VERIFIED")
+    history = routed.cli("status", study.uid).stdout
+    assert "released automatically to check again" in history
 
 
 def test_key_for_another_project_is_held_as_forbidden(
