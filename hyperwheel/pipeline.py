@@ -118,14 +118,14 @@ class Pipeline:
         """Start what is due; seconds until the next try that is not yet."""
         now = datetime.now(UTC)
         next_due = _IDLE_CHECK
-        studies = await self._store.studies()
+        # Purged studies pile up over the years; only these states matter here.
+        studies = await self._store.studies(StudyState.HELD, *UNFINISHED)
         for study in studies:
             if study.state is StudyState.HELD and _due(study.next_try_at, now):
                 await self._store.release(
                     study.id, reason="released automatically to check again"
                 )
-        for study in studies:
-            if study.state not in UNFINISHED:
+                self.wake()
                 continue
             if study.state not in self._steps or study.id in self._running:
                 continue

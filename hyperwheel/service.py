@@ -48,12 +48,14 @@ def run_service(settings: Settings) -> int:
         log.error("service.bad_crash_point", problem=str(error))
         return 2
 
-    asyncio.run(_serve(settings))
+    clean = asyncio.run(_serve(settings))
 
-    return 0
+    # Non-zero lets systemd restart a service whose follower or pipeline died.
+    return 0 if clean else 1
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings) -> bool:
+    """Run until stopped; False when a part died of an unexpected error."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -118,15 +120,21 @@ async def _serve(settings: Settings) -> None:
         await _stop_tasks([following])
         await _stop_tasks([working])
         stopped.cancel()
-        for task in (following, working):
-            if task.done() and not task.cancelled() and task.exception():
-                log.error(
-                    "service.task_died",
-                    task=task.get_name(),
-                    problem=repr(task.exception()),
-                )
+        died = [
+            task
+            for task in (following, working)
+            if task.done() and not task.cancelled() and task.exception()
+        ]
+        for task in died:
+            log.error(
+                "service.task_died",
+                task=task.get_name(),
+                problem=repr(task.exception()),
+            )
 
     log.info("service.stopped")
+
+    return not died
 
 
 def _steps(

@@ -159,8 +159,15 @@ class StateStore:
 
     # Studies
 
-    async def studies(self) -> list[StudyRecord]:
-        return await self._select_studies("", ())
+    async def studies(self, *states: StudyState) -> list[StudyRecord]:
+        """Every study, or those in ``states``."""
+        if not states:
+            return await self._select_studies("", ())
+        marks = ", ".join("?" for _ in states)
+
+        return await self._select_studies(
+            f"WHERE s.state IN ({marks})", tuple(s.name for s in states)
+        )
 
     async def study(self, key: str) -> StudyRecord | None:
         """A study by Orthanc id or StudyInstanceUID."""
