@@ -35,6 +35,9 @@ _STEP_POINTS = (
     "flywheel.after_upload",
     "flywheel.before_verify",
     "flywheel.after_verify",
+    "purge.after_receipt",
+    "purge.after_delete_instance",
+    "purge.after_remove_files",
 )
 
 _TRANSITION_POINTS = tuple(

@@ -352,6 +352,36 @@ class FlywheelSink:
 
     # Verify
 
+    async def upload_receipt(self, study: StudyRecord, path: Path) -> None:
+        """Put the purge receipt on the session, verified like any file."""
+        with self._recheck_when_denied():
+            target = await self._target(study)
+            session_id = study.fw_session_id
+            digest = await asyncio.to_thread(file_digest, path, "sha384")
+            size = (await asyncio.to_thread(path.stat)).st_size
+            for attempt in range(1, _TRIES + 1):
+                session = await self._gateway.call(
+                    target.client.get_session, session_id
+                )
+                found = {f.name: f for f in session.files or []}.get(path.name)
+                if (
+                    found is not None
+                    and found.size == size
+                    and (found.hash is None or found.hash == HASH_PREFIX + digest)
+                ):
+                    return
+                if attempt == _TRIES:
+                    break
+                crash_point("flywheel.before_upload")
+                await self._gateway.call(
+                    target.client.upload_file_to_container,
+                    session_id,
+                    str(path),
+                    metadata={"name": path.name, "type": "json"},
+                )
+                crash_point("flywheel.after_upload")
+            raise TransientError(f"receipt {path.name} is not verified on Flywheel")
+
     async def _verify(self, study: StudyRecord) -> None:
         target = await self._target(study)
         items = await self._store.upload_items(study.id, study.cycle)

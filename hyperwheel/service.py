@@ -26,6 +26,7 @@ from hyperwheel.pipeline import (
     give_up_after_attempts,
     never_give_up,
 )
+from hyperwheel.purge import Purger
 from hyperwheel.rrdf_sync import RawDataSync
 from hyperwheel.scanner import ScannerClient
 from hyperwheel.settings import Settings
@@ -85,7 +86,7 @@ async def _serve(settings: Settings) -> bool:
         resources.callback(gateway.close)
 
         ready = asyncio.Event()
-        steps = _steps(settings, store, scanner, gateway)
+        steps = _steps(settings, store, scanner, gateway, orthanc)
         pipeline = Pipeline(store, steps, ready)
 
         async def stable(_study_id: str) -> None:
@@ -142,6 +143,7 @@ def _steps(
     store: StateStore,
     scanner: ScannerClient | None,
     gateway: FlywheelGateway,
+    orthanc: OrthancClient,
 ) -> dict[StudyState, Step]:
     raw = RawDataSync(store, settings.paths.staging, settings.scanner, scanner)
     give_up: GiveUp = never_give_up
@@ -153,11 +155,13 @@ def _steps(
 
     sink = FlywheelSink(store, settings, gateway)
     attempts = give_up_after_attempts(settings.flywheel.max_attempts)
+    purger = Purger(store, settings, orthanc, sink)
 
     return {
         StudyState.STABLE: Step("raw data", raw.run, give_up),
         StudyState.RRDF_SYNCED: Step("upload", sink.upload, attempts),
         StudyState.UPLOADED: Step("verify", sink.verify, attempts),
+        StudyState.VERIFIED: Step("purge", purger.run, attempts),
     }
 
 

@@ -576,6 +576,13 @@ class StateStore:
             (utc_now(), version, file_id),
         )
 
+    async def mark_purged(self, study_id: str, cycle: int) -> None:
+        await self._db.write(
+            "UPDATE files SET purged_at = ? WHERE study_id = ? AND cycle = ? "
+            "AND purged_at IS NULL",
+            (utc_now(), study_id, cycle),
+        )
+
     # Events and failures
 
     async def add_event(self, study_id: str, event: str, detail: str) -> None:

@@ -63,15 +63,19 @@ def test_three_series_study_is_staged_completely_then_stable(
     assert "prisma" in status.stdout and "SUBJ001" in status.stdout
 
 
-def test_late_series_after_verification_reopens_and_is_staged(
-    tmp_path: Path, orthanc: OrthancServer, routed: Workspace, service: ServiceProcess
+def test_late_series_after_stable_reopens_and_is_staged(
+    tmp_path: Path,
+    orthanc: OrthancServer,
+    workspace: Workspace,
+    service: ServiceProcess,
 ) -> None:
-    """A series sent after the study moved on reopens it; it walks the machine again."""
+    """A series that arrives once the study is STABLE reopens it and is staged."""
     study = three_series_study()
     first = write_study(study, tmp_path / "first")
-    service.start()
     send(first, orthanc.dicom_port)
-    wait_until(lambda: routed.reached(study.uid, "VERIFIED"), 60, "VERIFIED")
+    # Stopped right after STABLE, so the late series finds the study there.
+    service.start(crash_at="transition.stable.after_commit")
+    assert service.wait_exit(60) != 0
 
     late = StudySpec(
         patient_id=study.patient_id,
@@ -80,11 +84,12 @@ def test_late_series_after_verification_reopens_and_is_staged(
     )
     late_paths = write_study(late, tmp_path / "late")
     send(late_paths, orthanc.dicom_port)
+    service.start()
 
-    wait_until(lambda: routed.reached(study.uid, "VERIFIED", times=2), 60, "again")
-    assert len(staged_datasets(routed)) == len(first) + len(late_paths)
-    reopened = [t for t in routed.transitions(study.uid) if t[1] == "RECEIVING"]
-    assert reopened[1] == ("VERIFIED", "RECEIVING")
+    wait_until(lambda: workspace.reached(study.uid, "STABLE", times=2), 60, "again")
+    assert len(staged_datasets(workspace)) == len(first) + len(late_paths)
+    reopened = [t for t in workspace.transitions(study.uid) if t[1] == "RECEIVING"]
+    assert reopened[1] == ("STABLE", "RECEIVING")
 
 
 def test_study_unstable_when_orthanc_stopped_still_becomes_stable(
