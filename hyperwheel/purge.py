@@ -139,7 +139,8 @@ class Purger:
         }
 
     def _remove_staged(self, staged: list[StagedFile]) -> int:
-        """Delete the files hyperwheel wrote; then folders it leaves empty."""
+        """Delete the files hyperwheel wrote (instances, raw files, zips), then
+        the folders that leaves empty."""
         removed = 0
         folders = set()
         for file in staged:
@@ -150,21 +151,11 @@ class Purger:
             except FileNotFoundError:
                 pass
             folders.add(path.parent)
-        for item_path in self._zip_paths(staged):
-            item_path.unlink(missing_ok=True)
-            folders.add(item_path.parent)
 
         for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
             _remove_empty_up_to(folder, self._root)
 
         return removed
-
-    def _zip_paths(self, staged: list[StagedFile]) -> list[Path]:
-        if not staged:
-            return []
-        folder = self._root / ".hyperwheel-zips" / staged[0].study_id
-        cycle = folder / str(staged[0].cycle)
-        return list(cycle.glob("*.dicom.zip")) if cycle.exists() else []
 
 
 def receipt_name(study: StudyRecord) -> str:

@@ -5,8 +5,9 @@ the scanner's, with raw ``.h5`` files) on free loopback ports, and the
 project's Flywheel API emulator: **not Flywheel**, a local stand-in, because
 no Flywheel site is reachable here. Then runs ``hyperwheel run`` against them,
 sends a sample three-series study with dcmtk's storescu, prints
-``hyperwheel status`` as the study walks to VERIFIED, and lists what landed on
-the emulated Flywheel, read back through flywheel-sdk.
+``hyperwheel status`` as the study walks to PURGED (verified on Flywheel,
+then deleted from Orthanc and staging, with a receipt), and lists what landed
+on the emulated Flywheel, read back through flywheel-sdk.
 
 To use a real site instead, put its project in ``routing.json``
 (``"prisma": "fw://<group>/<project>"``) and its API key in the keychain
@@ -38,7 +39,7 @@ from tests.helpers.workspace import ROUTE, Workspace  # noqa: E402
 FOLDER = REPO / "demo-run"
 TIMEOUT = 90
 # The furthest state the pipeline reaches so far.
-GOAL = "VERIFIED"
+GOAL = "PURGED"
 
 
 def main() -> int:
@@ -79,10 +80,11 @@ def run(
     print(f"sent {len(paths)} instances of study {study.uid} with storescu\n")
 
     state = watch(workspace, study.uid)
-    print("staging tree:")
-    for path in sorted(workspace.staging.rglob("*.*")):
-        if not any(part.startswith(".hyperwheel") for part in path.parts):
-            print("  ", path.relative_to(workspace.staging))
+    left = [p for p in workspace.staging.rglob("*") if p.is_file()]
+    print(f"staging tree after purge: {len(left)} file(s) left")
+    print(f"Orthanc now holds {len(orthanc.get('/instances'))} instance(s)")
+    for receipt in sorted((workspace.state.parent / "receipts").glob("*.json")):
+        print(f"receipt: {receipt}")
     print(f"\n$ hyperwheel status {study.uid}")
     print(workspace.cli("status", study.uid).stdout)
     print("on the emulated Flywheel, read back with flywheel-sdk:")
@@ -134,7 +136,8 @@ def show_flywheel(key: str) -> None:
             for acquisition in session.acquisitions():
                 print(f"    {acquisition.label}")
                 for file in client.get_acquisition(acquisition.id).files:
-                    print(f"      {file.name}  {file.size} bytes  {(file.hash or "no hash")[:26]}…")
+                    digest = (file.hash or "no hash")[:26]
+                    print(f"      {file.name}  {file.size} bytes  {digest}…")
 
 
 if __name__ == "__main__":
