@@ -27,6 +27,7 @@ from hyperwheel.errors import NotFound
 from hyperwheel.flywheel_sink import FlywheelSink
 from hyperwheel.fsync import fsync_path
 from hyperwheel.orthanc import OrthancClient
+from hyperwheel.routing import load_routes
 from hyperwheel.settings import Settings
 from hyperwheel.store import StagedFile, StateStore, StudyRecord
 from hyperwheel.study import StudyState
@@ -46,6 +47,7 @@ class Purger:
         sink: FlywheelSink,
     ) -> None:
         self._store = store
+        self._routing = settings.paths.routing
         self._root = settings.paths.staging.resolve()
         self._receipts = settings.paths.state.parent / "receipts"
         self._orthanc = orthanc
@@ -108,6 +110,8 @@ class Purger:
             if file.kind == "dicom":
                 members[file.series_id].append(file.sop_instance_uid or file.source)
         items = await self._store.upload_items(study.id, study.cycle)
+        routes, _ = load_routes(self._routing)
+        route = routes.get(study.route or "")
 
         return {
             "study_instance_uid": study.study_instance_uid,
@@ -115,6 +119,9 @@ class Purger:
             "cycle": study.cycle,
             "route": study.route,
             "flywheel": {
+                "destination": str(route) if route else None,
+                "group": route.group if route else None,
+                "project_label": route.project if route else None,
                 "project": study.fw_project_id,
                 "subject": study.fw_subject_id,
                 "session": study.fw_session_id,
@@ -129,6 +136,7 @@ class Purger:
                     "acquisition": series[item.series_id].fw_acquisition_id
                     if item.series_id in series
                     else None,
+                    "version": item.flywheel_version,
                     "verified_at": item.verified_at,
                     "sop_instance_uids": sorted(members[item.series_id])
                     if item.kind == "zip"

@@ -119,6 +119,7 @@ class UploadItem:
     uploaded_at: str | None
     verified_at: str | None
     upload_attempts: int
+    flywheel_version: int | None = None
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,16 @@ def test_verified_study_is_purged_with_a_receipt_and_operator_files_stay(
     assert receipt["study_instance_uid"] == study.uid
     zips = [f for f in receipt["files"] if f["kind"] == "zip"]
     assert sum(len(f["sop_instance_uids"]) for f in zips) == len(paths)
-    assert all(len(f["sha384"]) == 96 for f in receipt["files"])
+    assert receipt["flywheel"]["destination"] == "fw://radiology/Brain MRI"
+    on_acquisitions = {
+        f["name"]: f
+        for node in acquisitions(flywheel_emulator.admin.dump()).values()
+        for f in node["files"]
+    }
+    for entry in receipt["files"]:
+        held = on_acquisitions[entry["name"]]
+        assert held["hash"] == "v0-sha384-" + entry["sha384"]
+        assert (held["size"], held["version"]) == (entry["size"], entry["version"])
     [on_flywheel] = [
         f for f in session_files(flywheel_emulator) if "receipt" in f["name"]
     ]
