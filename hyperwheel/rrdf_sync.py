@@ -29,7 +29,6 @@ from hyperwheel import labels
 from hyperwheel.crashpoints import crash_point
 from hyperwheel.errors import PermanentError, TransientError
 from hyperwheel.fsync import fsync_folders
-from hyperwheel.hashing import file_digest
 from hyperwheel.rrdf_match import (
     StudyWindow,
     build_window,
@@ -179,7 +178,7 @@ class RawDataSync:
                 f"{claim.remote_path}: pulled {result.size} bytes, expected "
                 f"{claim.size}; pulling again"
             )
-        await self._check_remote_digest(remote, part)
+        await self._check_remote_digest(remote, part, result.sha256)
 
         final = inside(self._root, Path(claim.staged_path))
         await asyncio.to_thread(_move_into_place, self._root, part, final)
@@ -207,13 +206,13 @@ class RawDataSync:
 
         return replace(claim, size=remote.size, mtime=remote.mtime, durable_offset=0)
 
-    async def _check_remote_digest(self, remote: RemoteFile, part: Path) -> None:
+    async def _check_remote_digest(
+        self, remote: RemoteFile, part: Path, actual: str
+    ) -> None:
         assert self._client is not None
         expected = await self._client.remote_sha256(remote)
         if expected is None:
             return
-        # A second local read, only when the scanner can vouch for its copy.
-        actual = await asyncio.to_thread(file_digest, part, "sha256")
         if actual != expected:
             await asyncio.to_thread(part.unlink, missing_ok=True)
             raise TransientError(

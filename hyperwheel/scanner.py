@@ -96,6 +96,7 @@ class PullResult:
 
     size: int
     sha384: str  # hex digest of the whole local file
+    sha256: str  # the same file, to compare with the scanner's sha256sum
 
 
 class ScannerError(TransientError):
@@ -428,7 +429,9 @@ async def _copy(
         await appender.abandon()
         target.close()
 
-    return PullResult(size=target.offset, sha384=target.hexdigest())
+    sha384, sha256 = target.hexdigests()
+
+    return PullResult(size=target.offset, sha384=sha384, sha256=sha256)
 
 
 class _ReadAhead:
@@ -565,9 +568,12 @@ class _PartFile:
     releasing the descriptor while a write is still using it.
     """
 
-    def __init__(self, fd: int, hasher: "hashlib._Hash", offset: int) -> None:
+    def __init__(
+        self, fd: int, hashers: tuple["hashlib._Hash", "hashlib._Hash"], offset: int
+    ) -> None:
         self._fd: int | None = fd
-        self._hasher = hasher
+        # sha384 is Flywheel's; sha256 is what a scanner's sha256sum reports.
+        self._hashers = hashers
         self._lock = threading.Lock()
         self.offset = offset
         self.durable = offset
@@ -584,27 +590,29 @@ class _PartFile:
                     f"{part} holds {length} bytes, fewer than resume_from={resume_from}"
                 )
             os.ftruncate(fd, resume_from)
-            hasher = hashlib.sha384()
+            hashers = (hashlib.sha384(), hashlib.sha256())
             position = 0
             while position < resume_from:
                 wanted = min(_REHASH_CHUNK, resume_from - position)
                 chunk = os.pread(fd, wanted, position)
                 if not chunk:
                     raise ValueError(f"{part} ended early while it was re-read")
-                hasher.update(chunk)
+                for hasher in hashers:
+                    hasher.update(chunk)
                 position += len(chunk)
             os.lseek(fd, resume_from, os.SEEK_SET)
         except BaseException:
             os.close(fd)
             raise
 
-        return cls(fd, hasher, resume_from)
+        return cls(fd, hashers, resume_from)
 
     def append(self, blocks: list[bytes]) -> None:
         with self._lock:
             fd = self._open_fd()
             for block in blocks:
-                self._hasher.update(block)
+                for hasher in self._hashers:
+                    hasher.update(block)
                 view = memoryview(block)
                 while view:
                     view = view[os.write(fd, view) :]
@@ -621,8 +629,8 @@ class _PartFile:
                 os.close(self._fd)
                 self._fd = None
 
-    def hexdigest(self) -> str:
-        return self._hasher.hexdigest()
+    def hexdigests(self) -> tuple[str, str]:
+        return self._hashers[0].hexdigest(), self._hashers[1].hexdigest()
 
     def _open_fd(self) -> int:
         if self._fd is None:

@@ -195,6 +195,7 @@ async def test_pull_is_byte_identical_and_hashes_match(
     assert result.sha384 == hashlib.sha384(data).hexdigest()
     assert durable.offsets == [len(data)]
     assert await client.remote_sha256(remote) == hashlib.sha256(data).hexdigest()
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
 
 
 async def test_pull_of_an_empty_file_gives_an_empty_part(
@@ -239,6 +240,7 @@ async def test_pull_resumes_after_durable_bytes_and_drops_the_tail(
 
     assert part.read_bytes() == data
     assert result.sha384 == hashlib.sha384(data).hexdigest()
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
     assert durable.offsets == [len(data)]
 
 
