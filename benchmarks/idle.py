@@ -31,11 +31,9 @@ def main() -> None:
 
 def run(folder: Path, seconds: float) -> None:
     orthanc = OrthancServer(folder / "orthanc").start()
-    workspace = Workspace(folder / "hyperwheel", orthanc_url=orthanc.url).write()
-    text = workspace.config.read_text().replace(
-        "poll_interval = 0.2", "poll_interval = 1.0"
-    )
-    workspace.config.write_text(text)
+    workspace = Workspace(
+        folder / "hyperwheel", orthanc_url=orthanc.url, poll_interval=1.0
+    ).write()
     service = ServiceProcess(workspace).start()
     try:
         wait_until(lambda: "follower.ready" in service.log(), 30, "service ready")

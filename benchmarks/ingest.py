@@ -45,13 +45,9 @@ def run(folder: Path, count: int) -> None:
     )
     paths = write_study(study, folder / "sent")
     orthanc = OrthancServer(folder / "orthanc").start()
-    workspace = Workspace(folder / "hyperwheel", orthanc_url=orthanc.url)
-    workspace.extra_toml = ""
-    workspace.write()
-    text = workspace.config.read_text().replace(
-        "poll_interval = 0.2", "poll_interval = 1.0"
-    )
-    workspace.config.write_text(text)
+    workspace = Workspace(
+        folder / "hyperwheel", orthanc_url=orthanc.url, poll_interval=1.0
+    ).write()
     service = ServiceProcess(workspace).start()
     try:
         wait_until(lambda: "follower.ready" in service.log(), 30, "service ready")

@@ -24,6 +24,8 @@ class Workspace:
     keys: dict[str, str] = field(default_factory=dict)
     extra_toml: str = ""
     reconcile_interval: float = 300.0
+    # Tests poll fast; benchmarks use the shipped default of 1 s.
+    poll_interval: float = 0.2
 
     @property
     def config(self) -> Path:
@@ -52,7 +54,7 @@ class Workspace:
 url = "{self.orthanc_url}"
 username = "{orthanc_helper.USERNAME}"
 password_file = "{password}"
-poll_interval = 0.2
+poll_interval = {self.poll_interval}
 reconcile_interval = {self.reconcile_interval}
 
 [paths]
