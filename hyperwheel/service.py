@@ -85,10 +85,6 @@ async def _serve(settings: Settings) -> bool:
         gateway = FlywheelGateway()
         resources.callback(gateway.close)
 
-        ready = asyncio.Event()
-        steps = _steps(settings, store, scanner, gateway, orthanc)
-        pipeline = Pipeline(store, steps, ready)
-
         async def stable(_study_id: str) -> None:
             pipeline.wake()
 
@@ -100,7 +96,8 @@ async def _serve(settings: Settings) -> bool:
             reconcile_interval=settings.orthanc.reconcile_interval,
             on_stable=stable,
         )
-        follower.ready = ready
+        steps = _steps(settings, store, scanner, gateway, orthanc)
+        pipeline = Pipeline(store, steps, follower.ready)
         log.info(
             "service.started",
             version=__version__,
