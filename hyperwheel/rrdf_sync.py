@@ -164,21 +164,30 @@ class RawDataSync:
             await self._store.set_durable_offset(claim.remote_path, offset)
             crash_point("rrdf.after_durable_offset")
 
+        # The scanner hashes its copy while we pull ours: its CPU, not our wait.
+        scanner_digest = asyncio.create_task(self._client.remote_sha256(remote))
         try:
             result = await self._client.pull(
                 remote, part, resume_from=resume_from, on_durable=durable
             )
         except RemoteFileChanged:
+            scanner_digest.cancel()
             await self._restart(claim, remote, part)
+            raise
+        except BaseException:
+            scanner_digest.cancel()
             raise
         crash_point("rrdf.after_pull")
         if result.size != claim.size:
+            scanner_digest.cancel()
             part.unlink(missing_ok=True)
             raise TransientError(
                 f"{claim.remote_path}: pulled {result.size} bytes, expected "
                 f"{claim.size}; pulling again"
             )
-        await self._check_remote_digest(remote, part, result.sha256)
+        await self._check_remote_digest(
+            remote, part, result.sha256, await scanner_digest
+        )
 
         final = inside(self._root, Path(claim.staged_path))
         await asyncio.to_thread(_move_into_place, self._root, part, final)
@@ -207,10 +216,8 @@ class RawDataSync:
         return replace(claim, size=remote.size, mtime=remote.mtime, durable_offset=0)
 
     async def _check_remote_digest(
-        self, remote: RemoteFile, part: Path, actual: str
+        self, remote: RemoteFile, part: Path, actual: str, expected: str | None
     ) -> None:
-        assert self._client is not None
-        expected = await self._client.remote_sha256(remote)
         if expected is None:
             return
         if actual != expected:
