@@ -10,30 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import bad_request
+from .render import REPORTED_ATTRIBUTES
 from .store import ContainerKind
 from .timestamps import normalize_timestamp
 
-COMMON_FIELDS = frozenset({"label", "info", "tags"})
+# What a client may set is what Flywheel reports back, plus info and tags.
 SETTABLE_FIELDS: dict[ContainerKind, frozenset[str]] = {
-    "subject": COMMON_FIELDS
-    | {
-        "code",
-        "firstname",
-        "lastname",
-        "sex",
-        "type",
-        "race",
-        "ethnicity",
-        "species",
-        "strain",
-        "cohort",
-        "date_of_birth",
-        "master_code",
-        "state",
-    },
-    "session": COMMON_FIELDS
-    | {"uid", "timestamp", "timezone", "age", "weight", "operator"},
-    "acquisition": COMMON_FIELDS | {"uid", "timestamp", "timezone"},
+    kind: frozenset({"info", "tags", *REPORTED_ATTRIBUTES[kind]})
+    for kind in ("subject", "session", "acquisition")
 }
 PLACEMENT_FIELDS: dict[ContainerKind, frozenset[str]] = {
     "subject": frozenset({"project"}),
