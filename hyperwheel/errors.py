@@ -26,10 +26,6 @@ class NotFound(PermanentError):
     """The peer says the resource does not exist (HTTP 404)."""
 
 
-class DiskFull(TransientError):
-    """Free space under the staging root fell below the configured guard."""
-
-
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with the configuration, located by file and key."""

@@ -25,8 +25,9 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from hyperwheel import labels
+from hyperwheel import labels, metrics, progress
 from hyperwheel.crashpoints import crash_point
+from hyperwheel.disk_guard import DiskGuard
 from hyperwheel.errors import PermanentError, TransientError
 from hyperwheel.fsync import fsync_folders
 from hyperwheel.rrdf_match import (
@@ -54,9 +55,11 @@ class RawDataSync:
         staging_root: Path,
         settings: ScannerSettings | None,
         client: ScannerClient | None,
+        guard: DiskGuard | None = None,
     ) -> None:
         self._store = store
         self._root = staging_root.resolve()
+        self._guard = guard or DiskGuard(self._root, min_free_bytes=0)
         self._settings = settings
         self._client = client
         zone = settings.timezone if settings else None
@@ -85,12 +88,17 @@ class RawDataSync:
         by_path = {f.path: f for f in remote_files}
         slots = asyncio.Semaphore(self._settings.concurrency)
 
-        async def pull(claim: RawClaim) -> None:
-            async with slots:
-                await self._pull(claim, by_path.get(claim.remote_path))
-
         pending = [c for c in claims if c.synced_at is None]
-        await asyncio.gather(*(pull(c) for c in sorted(pending, key=_by_path)))
+        total = sum(c.size for c in claims)
+        done = total - sum(c.size for c in pending)
+        with progress.tracking(study.id, "raw data", total, done) as tracker:
+
+            async def pull(claim: RawClaim) -> None:
+                async with slots:
+                    remote = by_path.get(claim.remote_path)
+                    await self._pull(claim, remote, tracker)
+
+            await asyncio.gather(*(pull(c) for c in sorted(pending, key=_by_path)))
 
         reason = (
             f"{len(claims)} raw file(s) synced"
@@ -148,7 +156,12 @@ class RawDataSync:
                 )
                 crash_point("rrdf.after_claim")
 
-    async def _pull(self, claim: RawClaim, remote: RemoteFile | None) -> None:
+    async def _pull(
+        self,
+        claim: RawClaim,
+        remote: RemoteFile | None,
+        tracker: progress.StepProgress,
+    ) -> None:
         assert self._client is not None
         if remote is None:
             raise TransientError(
@@ -159,11 +172,17 @@ class RawDataSync:
         if (remote.size, remote.mtime) != (claim.size, claim.mtime):
             claim = await self._restart(claim, remote, part)
         resume_from = claim.durable_offset if part.exists() else 0
+        reported = resume_from
 
         async def durable(offset: int) -> None:
+            nonlocal reported
             await self._store.set_durable_offset(claim.remote_path, offset)
             crash_point("rrdf.after_durable_offset")
+            metrics.RAW_BYTES_PULLED.inc(offset - reported)
+            tracker.add(offset - reported)
+            reported = offset
 
+        await self._guard.wait_for_space("raw data")
         # The scanner hashes its copy while we pull ours: its CPU, not our wait.
         scanner_digest = asyncio.create_task(self._client.remote_sha256(remote))
         try:

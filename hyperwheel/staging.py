@@ -10,7 +10,6 @@ disk. An instance already staged in its study's current cycle is skipped.
 import asyncio
 import hashlib
 import os
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,11 +18,12 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from hyperwheel import dicomtime, labels
+from hyperwheel import dicomtime, labels, metrics
 from hyperwheel.backoff import backoff_delay
 from hyperwheel.crashpoints import crash_point
 from hyperwheel.dicomfile import InstanceTags, read_tags
-from hyperwheel.errors import DiskFull, NotFound
+from hyperwheel.disk_guard import DiskGuard
+from hyperwheel.errors import NotFound
 from hyperwheel.fsync import fsync_folders, make_folders
 from hyperwheel.orthanc import OrthancClient, resource_id
 from hyperwheel.store import SeriesRecord, StagedFile, StateStore
@@ -81,14 +81,14 @@ class Stager:
         store: StateStore,
         root: Path,
         *,
-        min_free_bytes: int = 0,
+        guard: DiskGuard | None = None,
         concurrency: int = 8,
     ) -> None:
         self._orthanc = orthanc
         self._store = store
         self.root = root.resolve()
         self._temporary = self.root / TEMPORARY_FOLDER
-        self._min_free_bytes = min_free_bytes
+        self._guard = guard or DiskGuard(self.root, min_free_bytes=0)
         self._slots = asyncio.Semaphore(concurrency)
         self._study_of_series: dict[str, str] = {}
         self._known_series: set[str] = set()
@@ -141,6 +141,7 @@ class Stager:
             return
         await self._store.record_staged(staged)
         crash_point("staging.after_record")
+        metrics.INSTANCES_STAGED.inc(len(staged))
         log.debug("staging.recorded", files=len(staged))
 
     async def _stage(
@@ -150,7 +151,7 @@ class Stager:
         async with self._slots:
             if known is not None and self._still_on_disk(known):
                 return None
-            self._check_free_space()
+            await self._guard.wait_for_space("staging")
             temporary = self._temporary / f"{instance_id}.part"
             try:
                 size, digest = await self._download(instance_id, temporary)
@@ -200,14 +201,6 @@ class Stager:
         except FileNotFoundError:
             log.warning("staging.file_missing", instance=known.source, path=str(path))
             return False
-
-    def _check_free_space(self) -> None:
-        free = shutil.disk_usage(self.root).free
-        if free < self._min_free_bytes:
-            raise DiskFull(
-                f"only {free} bytes free under {self.root}, "
-                f"below paths.min_free_bytes={self._min_free_bytes}"
-            )
 
     async def _parents(self, instance_id: str, tags: InstanceTags) -> tuple[str, str]:
         """The Orthanc ids of the instance's series and study.
