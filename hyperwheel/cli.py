@@ -21,10 +21,12 @@ from hyperwheel.settings import (
     paths_section,
 )
 from hyperwheel.status import (
+    live_progress,
     render_history,
     render_table,
-    status_json,
+    snapshot,
     study_json,
+    with_progress,
 )
 from hyperwheel.store import StateStore
 from hyperwheel.study import StudyState
@@ -108,16 +110,20 @@ def _status(args: argparse.Namespace, config: Path) -> int:
     settings = _load(config)
     if settings is None:
         return EXIT_PROBLEMS
+    # Asked before dropping privileges: a lazy import may need root's files.
+    progress = live_progress(settings.metrics)
     act_as_store_owner(settings.paths.state)
 
     async def show() -> int:
         store = await StateStore.open(settings.paths.state)
         try:
             if args.study is None:
+                studies = await snapshot(store)
+                studies = with_progress(studies, progress)
                 if args.json:
-                    print(await status_json(store))
+                    print(json.dumps(studies, indent=2))
                 else:
-                    print(render_table(await store.studies()))
+                    print(render_table(studies))
                 return EXIT_OK
             record = await store.study(args.study)
             if record is None:

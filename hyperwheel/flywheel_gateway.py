@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from hyperwheel import metrics
 from hyperwheel.errors import NotFound, PermanentError, TransientError
 from hyperwheel.secret import Secret
 
@@ -64,7 +65,6 @@ class FlywheelGateway:
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="flywheel")
         self._clients: dict[Secret, Any] = {}
         self._lock = threading.Lock()
-        self.denied_total = 0
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one SDK call in the pool, mapping its errors to ours."""
@@ -116,7 +116,7 @@ class FlywheelGateway:
         status = int(getattr(error, "status", 0) or 0)
         detail = getattr(error, "detail", None) or getattr(error, "reason", "")
         if status in (401, 403):
-            self.denied_total += 1
+            metrics.AUTH_FAILURES.inc()
             what = "refused the API key" if status == 401 else "denied access"
             return FlywheelDenied(f"Flywheel {what} ({status}): {detail}")
         if status == 404:

@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from hyperwheel import logs
+from hyperwheel import logs, metrics, progress
 from hyperwheel.backoff import backoff_delay
 from hyperwheel.crashpoints import crash_point
 from hyperwheel.dicom_zip import Member, build_zip
@@ -99,18 +99,21 @@ class FlywheelSink:
         items = await self._prepare(study, acquisitions)
 
         sent = present = 0
-        for series_id, acquisition_id in acquisitions.items():
-            remote = await self._files_of(target, acquisition_id)
-            for item in items:
-                if item.series_id != series_id:
-                    continue
-                name = self._name_of(item)
-                if _same(remote.get(name), item):
-                    await self._store.mark_present(item.id, name)
-                    present += 1
-                    continue
-                await self._send(target, acquisition_id, item, name)
-                sent += 1
+        total = sum(item.size for item in items)
+        with progress.tracking(study.id, "upload", total) as tracker:
+            for series_id, acquisition_id in acquisitions.items():
+                remote = await self._files_of(target, acquisition_id)
+                for item in items:
+                    if item.series_id != series_id:
+                        continue
+                    name = self._name_of(item)
+                    if _same(remote.get(name), item):
+                        await self._store.mark_present(item.id, name)
+                        present += 1
+                    else:
+                        await self._send(target, acquisition_id, item, name)
+                        sent += 1
+                    tracker.add(item.size)
 
         await self._store.move(
             study.id,
@@ -336,6 +339,7 @@ class FlywheelSink:
                 await self._pause("flywheel.upload_failed", attempt, error)
 
         await self._store.mark_uploaded(item.id, name)
+        metrics.UPLOADED_BYTES.inc(item.size)
         log.info(
             "flywheel.uploaded", acquisition=acquisition_id, file=name, size=item.size
         )
@@ -403,7 +407,9 @@ class FlywheelSink:
                         item.id, getattr(found, "version", None)
                     )
                     crash_point("flywheel.after_verify")
+                    metrics.FILES_VERIFIED.inc()
                 else:
+                    metrics.VERIFY_MISMATCHES.inc()
                     wrong.append((item, acquisition_id))
 
         if wrong:

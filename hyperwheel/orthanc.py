@@ -99,6 +99,12 @@ class OrthancClient:
 
         return ChangeBatch(changes, int(document["Last"]), bool(document["Done"]))
 
+    async def last_change(self) -> int:
+        """The sequence number of Orthanc's newest change."""
+        document = await self._json("GET", "/changes", params={"last": ""})
+
+        return int(document["Last"])
+
     async def studies(self) -> list[str]:
         return list(await self._json("GET", "/studies"))
 

@@ -16,6 +16,7 @@ it) is simply looked at again.
 """
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from hyperwheel import metrics
 from hyperwheel.backoff import backoff_delay
 from hyperwheel.errors import PermanentError
 from hyperwheel.store import StateStore, StudyRecord
@@ -153,11 +155,15 @@ class Pipeline:
             fresh = await self._store.study(study.id)
             if fresh is None or fresh.state is not study.state:
                 return
+            started = time.monotonic()
             try:
-                await step.run(fresh)
+                # Every event logged inside the step names its study.
+                with structlog.contextvars.bound_contextvars(study=study.id):
+                    await step.run(fresh)
             except InvalidTransition as error:
                 bound.info("pipeline.study_moved_meanwhile", problem=str(error))
             except PermanentError as error:
+                metrics.STEP_ERRORS.labels(step.name, type(error).__name__).inc()
                 recheck_at = None
                 if error.recheck_after is not None:
                     later = datetime.now(UTC) + timedelta(seconds=error.recheck_after)
@@ -165,7 +171,11 @@ class Pipeline:
                 await self._store.hold(study.id, f"{step.name}: {error}", recheck_at)
             except Exception as error:
                 # Every other failure, bugs included, is counted and retried.
+                metrics.STEP_ERRORS.labels(step.name, type(error).__name__).inc()
                 await self._failed(fresh, step, error, bound)
+            finally:
+                elapsed = time.monotonic() - started
+                metrics.STEP_DURATION.labels(step.name).observe(elapsed)
 
     async def _failed(
         self,

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from hyperwheel import metrics
 from hyperwheel.crashpoints import crash_point
 from hyperwheel.errors import NotFound
 from hyperwheel.flywheel_sink import FlywheelSink
@@ -73,7 +74,9 @@ class Purger:
 
         deleted = 0
         for instance_id in sorted(i for i in in_orthanc if i in verified):
-            deleted += await self._orthanc.delete_instance(instance_id)
+            if await self._orthanc.delete_instance(instance_id):
+                deleted += 1
+                metrics.INSTANCES_DELETED.inc()
             crash_point("purge.after_delete_instance")
         removed = await asyncio.to_thread(self._remove_staged, staged)
         crash_point("purge.after_remove_files")
@@ -85,6 +88,7 @@ class Purger:
             f"receipt {receipt}; {deleted} instance(s) deleted from Orthanc, "
             f"{removed} staged file(s) removed",
         )
+        metrics.PURGES.inc()
 
     async def _write_receipt(
         self, study: StudyRecord, staged: list[StagedFile]

@@ -5,6 +5,7 @@ reports every problem at once (file, key, reason) instead of stopping at the
 first, so an operator fixes a file in one pass.
 """
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable
@@ -61,6 +62,8 @@ class FlywheelSettings:
 @dataclass(frozen=True)
 class MetricsSettings:
     listen: str
+    allow_remote: bool
+    unhealthy_after: float
 
     @property
     def host(self) -> str:
@@ -93,7 +96,7 @@ Check = Callable[[Any], str | None]
 
 @dataclass(frozen=True)
 class _Key:
-    kind: str  # "str", "int", "float", "path", "paths", "secret"
+    kind: str  # "str", "bool", "int", "float", "path", "paths", "secret"
     default: Any
     check: Check | None = None
 
@@ -165,6 +168,8 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
     },
     "metrics": {
         "listen": _Key("str", "127.0.0.1:9108", _listen),
+        "allow_remote": _Key("bool", False),
+        "unhealthy_after": _Key("float", 120.0, _positive),
     },
 }
 
@@ -218,6 +223,7 @@ def inspect_settings(path: Path) -> tuple[Settings | None, list[Problem]]:
 
     orthanc = values["orthanc"] or {}
     _resolve_password(name, orthanc, problems)
+    _check_exposure(name, values["metrics"] or {}, problems)
     if any(p.severity == "error" for p in problems):
         return None, problems
 
@@ -277,6 +283,10 @@ def _coerce(kind: str, value: Any) -> tuple[Any, str | None]:
         if not isinstance(value, str) or not value.strip():
             return None, "must be a non-empty string"
         return (Secret(value) if kind == "secret" else value), None
+    if kind == "bool":
+        if not isinstance(value, bool):
+            return None, "must be true or false"
+        return value, None
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             return None, "must be an integer"
@@ -336,6 +346,34 @@ def _resolve_password(
         problems.append(
             Problem(name, "orthanc.password", "username is set but no password")
         )
+
+
+def _check_exposure(
+    name: str, metrics: dict[str, Any], problems: list[Problem]
+) -> None:
+    """The status page shows subject labels: beyond loopback only on request."""
+    listen = metrics.get("listen")
+    if listen is None or metrics.get("allow_remote"):
+        return
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost" or _is_loopback(host):
+        return
+    problems.append(
+        Problem(
+            name,
+            "metrics.listen",
+            f"{host} is reachable from other machines, and the status page "
+            "shows subject labels; listen on 127.0.0.1, or set "
+            "metrics.allow_remote = true to serve it beyond this machine",
+        )
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _build(path: Path, values: dict[str, dict[str, Any] | None]) -> Settings:

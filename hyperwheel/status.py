@@ -1,11 +1,19 @@
 """What ``hyperwheel status`` shows: one row per study, or one study's history."""
 
 import json
+import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+from hyperwheel import progress
+from hyperwheel.humanize import human_age, human_bytes
+from hyperwheel.settings import MetricsSettings
 from hyperwheel.store import StateStore, StudyEvent, StudyRecord
 from statemachine import JournalEntry
+
+_LIVE_TIMEOUT = 1.0
+# A service listening on every address is reached on loopback.
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
 
 
 def study_json(record: StudyRecord) -> dict[str, Any]:
@@ -27,33 +35,51 @@ def study_json(record: StudyRecord) -> dict[str, Any]:
         "bytes": record.byte_count,
         "attempts": record.attempts,
         "last_error": record.last_error,
+        # Filled in the service's process only, for the steps it runs now.
+        "progress": progress.of(record.id),
     }
 
 
-async def status_json(store: StateStore) -> str:
-    return json.dumps([study_json(s) for s in await store.studies()], indent=2)
+async def snapshot(store: StateStore) -> list[dict[str, Any]]:
+    """What ``status --json`` prints and ``/status.json`` serves."""
+    return [study_json(s) for s in await store.studies()]
 
 
-def render_table(records: list[StudyRecord], now: datetime | None = None) -> str:
-    if not records:
+def render_table(studies: list[dict[str, Any]], now: datetime | None = None) -> str:
+    """Aligned columns for a terminal; the note (a held reason) is never cut."""
+    if not studies:
         return "no studies yet"
     now = now or datetime.now(UTC)
-    header = ("STUDY", "STATE", "ROUTE", "SUBJECT", "SESSION", "FILES", "AGE", "NOTE")
+    header = (
+        "STUDY",
+        "STATE",
+        "ROUTE",
+        "SUBJECT",
+        "SESSION",
+        "FILES",
+        "SIZE",
+        "AGE",
+        "PROGRESS",
+        "NOTE",
+    )
     rows = [header]
-    for record in records:
-        note = record.held_reason or record.route_problem or record.last_error or ""
+    for study in studies:
+        note = study["held_reason"] or study["route_problem"] or study["last_error"]
         rows.append(
             (
-                record.study_instance_uid or record.id,
-                record.state.name,
-                record.route or "-",
-                record.subject_label or "-",
-                record.session_label or "-",
-                str(record.file_count),
-                _age(record.updated_at, now),
-                note,
+                study["study_instance_uid"] or study["orthanc_id"],
+                study["state"],
+                study["route"] or "-",
+                study["subject"] or "-",
+                study["session"] or "-",
+                str(study["files"]),
+                human_bytes(study["bytes"]),
+                human_age(_seconds_since(study["updated_at"], now)),
+                _progress_text(study.get("progress")),
+                note or "",
             )
         )
+
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for row in rows:
@@ -61,6 +87,33 @@ def render_table(records: list[StudyRecord], now: datetime | None = None) -> str
         lines.append("  ".join([*cells, row[-1]]).rstrip())
 
     return "\n".join(lines)
+
+
+def live_progress(settings: MetricsSettings) -> dict[str, Any]:
+    """The progress of steps in flight by study, asked of the running service.
+
+    Only the service knows how far a pull or upload has got; without it
+    (stopped, or another machine's store) there is none to show.
+    """
+    host = "127.0.0.1" if settings.host in _WILDCARDS else settings.host
+    if ":" in host:
+        host = f"[{host}]"
+    # No proxy: the environment's would not know our loopback service.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(
+            f"http://{host}:{settings.port}/status.json", timeout=_LIVE_TIMEOUT
+        ) as reply:
+            live = json.load(reply)
+        return {s["orthanc_id"]: s["progress"] for s in live if s.get("progress")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def with_progress(
+    studies: list[dict[str, Any]], progress: dict[str, Any]
+) -> list[dict[str, Any]]:
+    return [{**s, "progress": progress.get(s["orthanc_id"])} for s in studies]
 
 
 def render_history(
@@ -93,11 +146,18 @@ def render_history(
     return "\n".join(lines)
 
 
-def _age(timestamp: str, now: datetime) -> str:
+def _seconds_since(timestamp: str, now: datetime) -> float:
     then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    seconds = max(0, int((now - then).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
 
-    return f"{seconds}s"
+    return (now - then).total_seconds()
+
+
+def _progress_text(progress: dict[str, Any] | None) -> str:
+    if not progress:
+        return "-"
+    done, total = progress["done_bytes"], progress["total_bytes"]
+    percent = 100 * done // total if total else 100
+
+    return (
+        f"{progress['step']} {percent}% ({human_bytes(done)} of {human_bytes(total)})"
+    )

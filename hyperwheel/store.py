@@ -160,6 +160,10 @@ class StateStore:
 
     # Studies
 
+    async def ping(self) -> None:
+        """Raise unless the database answers a query."""
+        await self._db.read("SELECT 1")
+
     async def studies(self, *states: StudyState) -> list[StudyRecord]:
         """Every study, or those in ``states``."""
         if not states:

@@ -135,12 +135,12 @@ def test_check_config_lists_every_problem_and_fails(tmp_path: Path) -> None:
     """check-config prints all errors (config, routing, keychain) and exits 1."""
     workspace = Workspace(tmp_path, routes={"x": "nowhere"}).write()
     (tmp_path / "fw_keychain.json").chmod(0o666)
-    workspace.config.write_text(workspace.config.read_text() + "\n[metrics]\nport=1\n")
+    workspace.config.write_text(workspace.config.read_text() + "\n[flywheel]\nport=1\n")
 
     result = workspace.cli("check-config", check=False)
 
     assert result.returncode == 1
-    assert "metrics.port: unknown key" in result.stderr
+    assert "flywheel.port: unknown key" in result.stderr
     assert "routing.json: x: must be 'fw://" in result.stderr
     assert "fw_keychain.json: -: mode 0666" in result.stderr
 
@@ -166,3 +166,30 @@ def test_run_with_malformed_config_stops_naming_file_key_reason(tmp_path: Path) 
     assert (
         f"{workspace.config}: orthanc.poll_interval: must be greater" in result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("listen", "allow_remote", "refused"),
+    [
+        ("0.0.0.0:9108", False, True),
+        ("192.0.2.7:9108", False, True),
+        ("0.0.0.0:9108", True, False),
+        ("[::1]:9108", False, False),
+        ("localhost:9108", False, False),
+        ("127.0.0.2:9108", False, False),
+    ],
+)
+def test_status_page_beyond_loopback_needs_an_explicit_yes(
+    tmp_path: Path, listen: str, allow_remote: bool, refused: bool
+) -> None:
+    """It shows subject labels: serving it to the network must be a decision."""
+    text = (
+        f'[metrics]\nlisten = "{listen}"\nallow_remote = {str(allow_remote).lower()}\n'
+    )
+
+    settings, problems = inspect_settings(write(tmp_path / "h.toml", text))
+
+    assert (settings is None) is refused
+    assert [p.key for p in problems] == (["metrics.listen"] if refused else [])
+    if refused:
+        assert "allow_remote" in problems[0].reason

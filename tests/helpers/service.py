@@ -21,9 +21,12 @@ class ServiceProcess:
     def log_path(self) -> Path:
         return self.workspace.folder / "service.log"
 
-    def start(self, crash_at: str | None = None) -> "ServiceProcess":
+    def start(
+        self, crash_at: str | None = None, environment: dict[str, str] | None = None
+    ) -> "ServiceProcess":
         assert self.process is None or self.process.poll() is not None
         extra = {CRASH_ENV: crash_at} if crash_at else {}
+        extra.update(environment or {})
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -41,6 +44,10 @@ class ServiceProcess:
             )
         self.starts += 1
         return self
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import orthanc as orthanc_helper
+from tests.helpers.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # Where the emulator's seed lets the tests' 'prisma' studies go.
@@ -26,6 +27,9 @@ class Workspace:
     reconcile_interval: float = 300.0
     # Tests poll fast; benchmarks use the shipped default of 1 s.
     poll_interval: float = 0.2
+    metrics_port: int = field(default_factory=free_port)
+    min_free_bytes: int = 0
+    unhealthy_after: float = 120.0
 
     @property
     def config(self) -> Path:
@@ -62,11 +66,19 @@ staging = "{self.staging}"
 state = "{self.state}"
 routing = "{routing}"
 keychain = "{keychain}"
-min_free_bytes = 0
+min_free_bytes = {self.min_free_bytes}
+
+[metrics]
+listen = "127.0.0.1:{self.metrics_port}"
+unhealthy_after = {self.unhealthy_after}
 {self.extra_toml}
 """
         )
         return self
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``python -m hyperwheel ARGS --config …`` and capture its output."""
