@@ -126,17 +126,15 @@ def test_dashboard_names_only_exported_metrics() -> None:
     unknown = referenced - exported_names()
 
     assert referenced, "no hyperwheel_* name found in the dashboard's queries"
-    assert not unknown, f"dashboard queries metrics the service lacks: {sorted(unknown)}"
+    assert not unknown, f"dashboard queries unknown metrics: {sorted(unknown)}"
 
 
 def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
     """promtool parses every dashboard query once Grafana's $__ variables are set."""
+    queries = dashboard_queries()
     rules = [
-        {
-            "record": f"dashboard_query_{index}",
-            "expr": GRAFANA_VARIABLE.sub("5m", expr),
-        }
-        for index, (_, expr) in enumerate(dashboard_queries())
+        {"record": f"dashboard_query_{index}", "expr": GRAFANA_VARIABLE.sub("5m", expr)}
+        for index, (_, expr) in enumerate(queries)
     ]
     # JSON is YAML, so promtool reads this without a YAML writer here.
     checked = tmp_path / "dashboard.rules.yml"
@@ -144,7 +142,10 @@ def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
 
     result = promtool("check", "rules", str(checked))
 
-    assert result.returncode == 0, result.stdout + result.stderr
+    where = "\n".join(
+        f"dashboard_query_{index} is {name}" for index, (name, _) in enumerate(queries)
+    )
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}{where}"
 
 
 def test_dashboard_is_json_with_unique_panel_ids() -> None:
@@ -163,8 +164,9 @@ def test_dashboard_queries_use_the_datasource_variable() -> None:
     wrong = [
         panel["title"]
         for panel in panels()
-        for source in [panel, *panel.get("targets", [])]
-        if "targets" in panel and source["datasource"]["uid"] != "${datasource}"
+        if "targets" in panel
+        for source in [panel, *panel["targets"]]
+        if source.get("datasource", {}).get("uid") != "${datasource}"
     ]
 
     assert variables["datasource"]["query"] == "prometheus"
@@ -173,12 +175,12 @@ def test_dashboard_queries_use_the_datasource_variable() -> None:
 
 def test_dashboard_panels_fit_the_grid_without_overlap() -> None:
     """Panels stay inside the 24 columns and no two cover the same cell."""
-    boxes = {panel["title"]: panel["gridPos"] for panel in panels()}
+    boxes = [(panel["title"], panel["gridPos"]) for panel in panels()]
 
-    too_wide = [title for title, b in boxes.items() if b["x"] + b["w"] > GRID_COLUMNS]
+    too_wide = [title for title, b in boxes if b["x"] + b["w"] > GRID_COLUMNS]
     overlapping = [
         (first, second)
-        for (first, a), (second, b) in itertools.combinations(boxes.items(), 2)
+        for (first, a), (second, b) in itertools.combinations(boxes, 2)
         if a["x"] < b["x"] + b["w"]
         and b["x"] < a["x"] + a["w"]
         and a["y"] < b["y"] + b["h"]
