@@ -215,7 +215,7 @@ def test_a_held_study_on_the_status_page_json_and_terminal(
     service: ServiceProcess,
 ) -> None:
     """Chromium shows it; /status.json and `status --json` agree; the table
-    gives the held reason in full."""
+    gives the held reason in full; nothing written is open to other users."""
     study = three_series_study(operators_name="unknown-route", patient="SUBJ042")
     send(write_study(study, tmp_path / "sent"), orthanc.dicom_port)
     service.start()
@@ -238,6 +238,9 @@ def test_a_held_study_on_the_status_page_json_and_terminal(
     assert colour_fraction(tmp_path / "status.png", HELD_COLOUR) > 0.0005
     held = scrape(workspace.web_url)
     assert value(held, "hyperwheel_held_studies", reason="unroutable") == 1
+    written = [*workspace.staging.rglob("*"), *workspace.state.parent.rglob("*")]
+    readable_by_others = [p for p in written if p.stat().st_mode & 0o007]
+    assert len(written) > 10 and not readable_by_others, readable_by_others
 
 
 def _build_labels(samples: Samples) -> dict[str, str]:
