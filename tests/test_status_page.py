@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from hyperwheel.status import render_table
 from hyperwheel.status_page import HELD_COLOUR, PURGED_COLOUR, render_page
 from tests.helpers import browser
 from tests.helpers.browser import colour_fraction, dump_dom, read_png, screenshot
@@ -176,3 +177,30 @@ def test_missing_chromium_fails_instead_of_skipping(
 
     with pytest.raises(pytest.fail.Exception, match="install the chromium package"):
         dump_dom("about:blank")
+
+
+def test_terminal_table_aligns_columns_and_keeps_the_held_reason_whole() -> None:
+    """`hyperwheel status`: human sizes and ages, progress, the reason uncut."""
+    reason = "upload: no route for 'x' in /etc/hyperwheel/routing.json " * 3
+    rows = [
+        study(
+            state="HELD",
+            held_reason=reason,
+            bytes=1_500_000_000,
+            updated_at="2024-05-06T10:00:00.000Z",
+        ),
+        study(
+            orthanc_id="b",
+            study_instance_uid="1.2.3",
+            state="RRDF_SYNCED",
+            progress={"step": "upload", "done_bytes": 400, "total_bytes": 1000},
+            updated_at="2024-05-06T11:55:00.000Z",
+        ),
+    ]
+
+    lines = render_table(rows, NOW).splitlines()
+
+    header, held, uploading = lines
+    assert header.index("STATE") == held.index("HELD") == uploading.index("RRDF")
+    assert "1.5 GB" in held and "2h" in held and held.endswith(reason.rstrip())
+    assert "upload 40% (400 B of 1.0 kB)" in uploading and "5m" in uploading
