@@ -255,18 +255,12 @@ class FlywheelSink:
                 crash_point("flywheel.after_create")
                 return created
             except FlywheelUnavailable as error:
+                _note_failure("create", attempt, error)
                 if attempt == _TRIES:
                     raise
-                await self._pause("flywheel.create_failed", attempt, error)
+                await _pause(attempt)
 
         raise AssertionError("unreachable")
-
-    async def _pause(self, event: str, attempt: int, error: Exception) -> None:
-        delay = backoff_delay(attempt, base=0.5, cap=5.0)
-        log.warning(
-            event, attempt=attempt, problem=str(error), retry_in_s=round(delay, 2)
-        )
-        await asyncio.sleep(delay)
 
     async def _find(self, finder: Any, **match: str | None) -> Any:
         ((field, value),) = match.items()
@@ -331,12 +325,13 @@ class FlywheelSink:
                 crash_point("flywheel.after_upload")
                 break
             except FlywheelUnavailable as error:
+                _note_failure("upload", attempt, error)
                 remote = await self._files_of(target, acquisition_id)
                 if _same(remote.get(name), item):
                     break
                 if attempt == _TRIES:
                     raise
-                await self._pause("flywheel.upload_failed", attempt, error)
+                await _pause(attempt)
 
         await self._store.mark_uploaded(item.id, name)
         metrics.UPLOADED_BYTES.inc(item.size)
@@ -456,6 +451,17 @@ class FlywheelSink:
             await self._send(target, acquisition_id, item, self._name_of(item))
         names = ", ".join(self._name_of(i) for i, _ in wrong)
         raise TransientError(f"not verified, uploaded again: {names}")
+
+
+def _note_failure(call: str, attempt: int, error: Exception) -> None:
+    # Handled within the step (looked up, tried again), so no step error
+    # counts it; this keeps it visible.
+    metrics.FLYWHEEL_FAILED_CALLS.labels(call).inc()
+    log.warning(f"flywheel.{call}_failed", attempt=attempt, problem=str(error))
+
+
+async def _pause(attempt: int) -> None:
+    await asyncio.sleep(backoff_delay(attempt, base=0.5, cap=5.0))
 
 
 def _same(remote: Any, item: UploadItem) -> bool:

@@ -86,6 +86,12 @@ AUTH_FAILURES = Counter(
     "Flywheel calls refused for the API key (401 or 403)",
     registry=REGISTRY,
 )
+FLYWHEEL_FAILED_CALLS = Counter(
+    "hyperwheel_flywheel_failed_calls_total",
+    "Flywheel creates and uploads that failed (5xx, timeout, no answer)",
+    ["call"],
+    registry=REGISTRY,
+)
 STEP_DURATION = Histogram(
     "hyperwheel_step_duration_seconds",
     "Time one pipeline step took, successful or not",

@@ -16,6 +16,7 @@ from tests.helpers.orthanc import OrthancServer
 from tests.helpers.service import ServiceProcess, crash_and_restart
 from tests.helpers.sshd import SshdServer, raw_file, scanner_section
 from tests.helpers.waiting import wait_until
+from tests.helpers.web import scrape, value
 from tests.helpers.workspace import ROUTE, Workspace
 
 
@@ -170,6 +171,11 @@ def test_flaky_flywheel_and_errors_after_commit_leave_no_duplicates(
     _, paths = run_to(routed, service, orthanc, tmp_path)
 
     assert_one_clean_copy(flywheel_emulator, flywheel_client, paths, tmp_path)
+    # Absorbed within their steps, the faults still show to an operator.
+    samples = scrape(routed.web_url)
+    failed = "hyperwheel_flywheel_failed_calls_total"
+    assert value(samples, failed, call="create") >= 3
+    assert value(samples, failed, call="upload") >= 2
 
 
 def test_dropped_upload_is_caught_by_verify_and_sent_again(
