@@ -93,12 +93,13 @@ class Purger:
     async def _write_receipt(
         self, study: StudyRecord, staged: list[StagedFile]
     ) -> Path:
-        """The cycle's receipt, written once: a rerun after a crash reuses it,
-        so Flywheel never gets a second version of it."""
+        """The cycle's receipt. A rerun after a crash reuses it while it still
+        says the same, so Flywheel gets no needless second version; after a
+        late instance reopened the study it no longer does, and is rewritten."""
         path = self._receipts / receipt_name(study)
-        if path.exists():
-            return path
         document = await self._receipt(study, staged)
+        if path.exists() and _same_receipt(path, document):
+            return path
         self._receipts.mkdir(parents=True, exist_ok=True, mode=0o750)
         temporary = path.with_suffix(".part")
         temporary.write_text(json.dumps(document, indent=2, sort_keys=True))
@@ -180,6 +181,17 @@ def _durable_rename(temporary: Path, path: Path) -> None:
         os.fsync(handle.fileno())
     temporary.replace(path)
     fsync_path(path.parent)
+
+
+def _same_receipt(path: Path, document: dict[str, Any]) -> bool:
+    """Whether the receipt on disk records the same files (its time aside)."""
+    try:
+        written = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    written.pop("written_at", None)
+
+    return bool(written == {k: v for k, v in document.items() if k != "written_at"})
 
 
 def _remove_empty_up_to(folder: Path, root: Path) -> None:

@@ -571,11 +571,6 @@ def test_invariant_check_names_every_kind_of_violation(
         assert sentence in found, f"{sentence!r} not reported in:\n{found}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rerun purge reuses the receipt written before a late instance "
-    "reopened the study: it misses that instance and names the old zip",
-)
 def test_late_instance_after_the_receipt_is_listed_on_a_receipt(world: World) -> None:
     """Killed after the receipt, a late instance arrives: whatever is then
     deleted from Orthanc must still be on a receipt that matches Flywheel."""
