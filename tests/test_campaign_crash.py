@@ -22,7 +22,7 @@ import signal
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -226,43 +226,15 @@ def study_at(
 
 def late_instances(study: StudySpec, instances: int = 1) -> StudySpec:
     """More instances of the study's first series, as a scanner sends late."""
-    first = study.series[0]
-    return StudySpec(
-        patient_id=study.patient_id,
-        study_date=study.study_date,
-        study_time=study.study_time,
-        uid=study.uid,
-        series=[
-            SeriesSpec(
-                first.number,
-                first.description,
-                first.start,
-                instances=instances,
-                operators_name=first.operators_name,
-                uid=first.uid,
-            )
-        ],
-    )
+    return replace(study, series=[replace(study.series[0], instances=instances)])
 
 
 def late_series(study: StudySpec, number: int) -> StudySpec:
     """A whole new series of the study, started inside its time window."""
-    start = study.series[0].start + timedelta(minutes=5)
-    return StudySpec(
-        patient_id=study.patient_id,
-        study_date=study.study_date,
-        study_time=study.study_time,
-        uid=study.uid,
-        series=[
-            SeriesSpec(
-                str(number),
-                f"late {number}",
-                start,
-                instances=2,
-                operators_name=study.series[0].operators_name,
-            )
-        ],
-    )
+    first = study.series[0]
+    start = first.start + timedelta(minutes=5)
+    late = SeriesSpec(str(number), f"late {number}", start, 2, first.operators_name)
+    return replace(study, series=[late])
 
 
 def stamp(moment: datetime) -> str:
