@@ -10,6 +10,7 @@ and purges go on and free space. The threshold can be changed while running
 import asyncio
 import contextlib
 import shutil
+import time
 from pathlib import Path
 
 import structlog
@@ -19,6 +20,7 @@ from hyperwheel import metrics
 log = structlog.get_logger(__name__)
 
 _RECHECK_SECONDS = 5.0
+_FRESH = 1.0
 
 
 class DiskGuard:
@@ -30,6 +32,7 @@ class DiskGuard:
         self.active = False
         self._recheck = recheck
         self._changed = asyncio.Event()
+        self._room_seen_at = -_FRESH
 
     def free_bytes(self) -> int:
         free = shutil.disk_usage(self.root).free
@@ -38,6 +41,7 @@ class DiskGuard:
         return free
 
     def set_threshold(self, min_free_bytes: int) -> None:
+        self._room_seen_at = -_FRESH
         if min_free_bytes != self.min_free_bytes:
             log.info(
                 "disk_guard.threshold_changed",
@@ -49,10 +53,15 @@ class DiskGuard:
 
     async def wait_for_space(self, waiting: str) -> None:
         """Return at once while there is room; otherwise when there is again."""
+        # Staging asks once per instance; a second-old answer is good enough
+        # and spares a thread hop and a statvfs on that path.
+        if not self.active and time.monotonic() - self._room_seen_at < _FRESH:
+            return
         while True:
             free = await asyncio.to_thread(self.free_bytes)
             if free >= self.min_free_bytes:
                 self._release(free)
+                self._room_seen_at = time.monotonic()
                 return
 
             self._trip(free, waiting)
